@@ -1,0 +1,164 @@
+"""What "send" means: copy by pickle, move buffers, share sendables.
+
+Pure functions, no threads and no loops. ``pack`` runs on the sender's thread and returns what crosses;
+``unpack`` runs on the receiver's thread and gives the receiver its own object.
+
+- Immutable builtins (and tuples and frozensets of them) cross as they are: nothing to copy.
+- Everything else is pickled (protocol 5), so the receiver can never mutate the sender's objects. Classes
+  travel by reference, as pickle always does: both ends share one process.
+- A buffer listed in ``transfer`` crosses by reference without a copy; a transferred ``memoryview`` is
+  released on the sender's side and the receiver gets a fresh view of the same memory.
+- An instance of a ``@sendable`` class is copied like anything else, except inside
+  ``post_message_with_shared_sendable``, where it crosses by reference. An ``AsyncLock`` always crosses by
+  reference: a copied lock would guard nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import threading
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+from ._errors import ParameterError, SerializationError
+
+T = TypeVar("T")
+
+_ATOMS: frozenset[type] = frozenset({type(None), bool, int, float, complex, str, bytes})
+
+
+def is_immutable(data: object) -> bool:
+    """True iff ``data`` is made only of immutable builtins, so it can cross without a copy."""
+    kind = type(data)
+    if kind in _ATOMS:
+        return True
+    if kind is tuple or kind is frozenset:
+        return all(is_immutable(item) for item in data)  # type: ignore[attr-defined]
+    return False
+
+
+class Packed:
+    """A copied message in flight: the pickle, and the objects that cross by reference."""
+
+    __slots__ = ("blob", "refs", "transferred")
+
+    def __init__(self, blob: bytes, refs: list[object], transferred: list[object]) -> None:
+        self.blob = blob
+        self.refs = refs
+        self.transferred = transferred
+
+
+class _State(threading.local):
+    # The objects that cross by reference in the pack or unpack running on this thread; None outside one.
+    refs: list[object] | None = None
+    # True iff the pack running on this thread shares @sendable objects.
+    share: bool = False
+
+
+_state = _State()
+
+
+def _by_reference(index: int) -> object:
+    refs = _state.refs
+    if refs is None:
+        raise pickle.UnpicklingError("a shared object can only be unpickled by arkworker")
+    return refs[index]
+
+
+def reduce_shared(obj: object) -> tuple[Any, tuple[int]] | None:
+    """The pickle reduction that makes ``obj`` cross by reference, or None when not inside a pack."""
+    refs = _state.refs
+    if refs is None:
+        return None
+    refs.append(obj)
+    return (_by_reference, (len(refs) - 1,))
+
+
+def sharing() -> bool:
+    """True iff the pack running on this thread shares ``@sendable`` objects."""
+    return _state.share
+
+
+class _TransferPickler(pickle.Pickler):
+    def __init__(self, file: io.BytesIO, transfer_ids: dict[int, int]) -> None:
+        super().__init__(file, protocol=5)
+        self._transfer_ids = transfer_ids
+
+    def persistent_id(self, obj: object) -> int | None:
+        return self._transfer_ids.get(id(obj))
+
+
+class _TransferUnpickler(pickle.Unpickler):
+    def __init__(self, file: io.BytesIO, transferred: list[object]) -> None:
+        super().__init__(file)
+        self._transferred = transferred
+
+    def persistent_load(self, pid: Any) -> object:
+        return self._transferred[pid]
+
+
+def check_transfer(transfer: object) -> list[object]:
+    """Return ``transfer`` as a list, or raise ``ParameterError`` if it is not a sequence of buffers."""
+    if not isinstance(transfer, (list, tuple)):
+        raise ParameterError(f"transfer must be a list or tuple of buffers, not {type(transfer).__name__}")
+    for item in transfer:
+        try:
+            memoryview(item).release()
+        except TypeError:
+            raise ParameterError(
+                f"transfer items must export a buffer (bytearray, memoryview, array, ndarray), "
+                f"not {type(item).__name__}"
+            ) from None
+    return list(transfer)
+
+
+def pack(data: object, transfer: Iterable[object], *, share: bool, max_size: int) -> object:
+    """Sender's thread: what crosses for ``data``. Raises ``SerializationError`` if it cannot be copied."""
+    if not transfer and is_immutable(data):
+        return data
+    refs: list[object] = []
+    _state.refs = refs
+    _state.share = share
+    try:
+        if transfer:
+            blob, transferred = _pickle_with_transfer(data, list(transfer))
+        else:
+            blob, transferred = pickle.dumps(data, protocol=5), []
+    except Exception as exc:  # noqa: BLE001 - pickle raises many types for "cannot copy"
+        raise SerializationError(f"cannot copy {type(data).__name__}: {exc}") from exc
+    finally:
+        _state.refs = None
+        _state.share = False
+    if len(blob) > max_size:
+        raise SerializationError(
+            f"message is {len(blob)} bytes when copied, over the {max_size}-byte max_message_size"
+        )
+    for item in transfer:
+        if isinstance(item, memoryview):
+            item.release()
+    return Packed(blob, refs, transferred)
+
+
+def _pickle_with_transfer(data: object, transfer: list[object]) -> tuple[bytes, list[object]]:
+    transfer_ids = {id(item): index for index, item in enumerate(transfer)}
+    # The receiver's objects: the same buffers; a memoryview becomes a fresh view of the same memory.
+    transferred = [memoryview(item) if isinstance(item, memoryview) else item for item in transfer]
+    file = io.BytesIO()
+    _TransferPickler(file, transfer_ids).dump(data)
+    return file.getvalue(), transferred
+
+
+def unpack(obj: object) -> Any:
+    """Receiver's thread: the receiver's own copy of what ``pack`` produced."""
+    if type(obj) is not Packed:
+        return obj
+    _state.refs = obj.refs
+    try:
+        if obj.transferred:
+            return _TransferUnpickler(io.BytesIO(obj.blob), obj.transferred).load()
+        return pickle.loads(obj.blob)
+    except Exception as exc:  # noqa: BLE001 - unpickling runs arbitrary code
+        raise SerializationError(f"cannot rebuild the message: {exc}") from exc
+    finally:
+        _state.refs = None

@@ -1,0 +1,306 @@
+"""Events, the listener registry both sides share, and the small value types around them.
+
+Everything here is loop-confined: an ``EventTarget`` belongs to one side (the host handle or the worker's
+port) and is only touched on that side's event loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import inspect
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from ._errors import ParameterError
+
+T = TypeVar("T")
+
+Callback = Callable[[Any], Any]
+"""A handler or listener: a plain function or an ``async def``, called with the event's payload."""
+
+
+class WorkerState(enum.IntEnum):
+    """The life of a worker; it only ever moves forward."""
+
+    STARTING = 0
+    """The thread is starting or the script's top level is running."""
+    RUNNING = 1
+    """The script's top level finished; messages are being handled."""
+    TERMINATING = 2
+    """``terminate()``, ``close()`` or a fatal error began the exit."""
+    TERMINATED = 3
+    """The thread has ended."""
+
+
+class ThreadWorkerPriority(enum.IntEnum):
+    """The OS scheduling priority of a worker thread (ArkTS ``ThreadWorkerPriority``)."""
+
+    HIGH = 0
+    MEDIUM = 1
+    LOW = 2
+    IDLE = 3
+    DEADLINE = 4
+    VIP = 5
+
+
+class Event:
+    """An event with a ``type``; build custom ones for ``dispatch_event``."""
+
+    __slots__ = ("time_stamp", "type")
+
+    def __init__(self, type: str, time_stamp: float = 0.0) -> None:  # noqa: A002 - the ArkTS name
+        if not isinstance(type, str):
+            raise ParameterError(f"event type must be a str, not {_typename(type)}")
+        self.type = type
+        self.time_stamp = time_stamp
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(type={self.type!r})"
+
+
+class MessageEvent(Event, Generic[T]):
+    """A message; ``data`` is what the other side posted."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: T, type: str = "message") -> None:  # noqa: A002 - the ArkTS name
+        self.type = type
+        self.time_stamp = 0.0
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"MessageEvent(data={self.data!r})"
+
+
+class ErrorEvent(Event):
+    """An error: ``message`` is ``"Type: text"``, ``filename``/``lineno``/``colno`` locate the user code
+    that raised (``colno`` is 1-based, 0 when unknown) and ``error`` is the exception object."""
+
+    __slots__ = ("colno", "error", "filename", "lineno", "message")
+
+    def __init__(
+        self,
+        message: str,
+        filename: str,
+        lineno: int,
+        colno: int,
+        error: BaseException | None,
+        type: str = "error",  # noqa: A002 - the ArkTS name
+    ) -> None:
+        self.type = type
+        self.time_stamp = 0.0
+        self.message = message
+        self.filename = filename
+        self.lineno = lineno
+        self.colno = colno
+        self.error = error
+
+    def __repr__(self) -> str:
+        return f"ErrorEvent({self.message!r}, {self.filename!r}, lineno={self.lineno})"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStatistics:
+    """A snapshot of one worker, taken on the host loop by ``ThreadWorker.statistics()``."""
+
+    name: str | None
+    state: WorkerState
+    messages_sent: int
+    """Messages and requests the host posted to the worker."""
+    messages_received: int
+    """Messages and replies the host received from the worker."""
+    requests: int
+    """Requests sent so far."""
+    pending_requests: int
+    """Requests still waiting for a reply."""
+    inbox_depth: int
+    """Messages posted to the worker and not yet handled there."""
+    host_inbox_depth: int
+    """Messages the worker posted and the host has not yet handled or read."""
+    errors: int
+    """Worker errors and message errors reported to the host."""
+    discarded: int
+    """Inbound messages the worker discarded when it closed or failed to start."""
+    exit_code: int | None
+
+
+def _typename(value: object) -> str:
+    return type(value).__name__
+
+
+def check_callback(fn: object, what: str) -> None:
+    """Raise ``ParameterError`` unless ``fn`` can be a handler."""
+    if not callable(fn):
+        raise ParameterError(f"{what} must be callable, not {_typename(fn)}")
+
+
+class Handler:
+    """A handler property (``onmessage`` and the like) that only accepts a callable or ``None``."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._attr = "_" + name
+        self._name = name
+
+    def __get__(self, obj: object, owner: type | None = None) -> Callback | None:
+        if obj is None:
+            return self  # type: ignore[return-value]
+        result: Callback | None = getattr(obj, self._attr, None)
+        return result
+
+    def __set__(self, obj: object, fn: Callback | None) -> None:
+        if fn is not None:
+            check_callback(fn, self._name)
+        setattr(obj, self._attr, fn)
+
+
+class _Listener:
+    __slots__ = ("fn", "once")
+
+    def __init__(self, fn: Callback, once: bool) -> None:
+        self.fn = fn
+        self.once = once
+
+
+class EventTarget:
+    """Handler properties and listeners of one side. Call only on that side's loop thread."""
+
+    onmessage = Handler()
+    onmessageerror = Handler()
+    onerror = Handler()
+
+    # Event types whose ``dispatch_event`` also calls a handler property.
+    _PROPERTY_FOR = {"message": "onmessage", "messageerror": "onmessageerror", "error": "onerror"}
+
+    def __init__(self) -> None:
+        self._listeners: dict[str, list[_Listener]] = {}
+
+    def _check_usable(self) -> None:
+        """Raise if this side may no longer be used; overridden by the host handle."""
+
+    def on(self, type: str, fn: Callback) -> None:  # noqa: A002 - the ArkTS name
+        """Add a listener for ``type``; a function already listening to ``type`` is not added twice."""
+        self._add(type, fn, once=False)
+
+    add_event_listener = on
+
+    def once(self, type: str, fn: Callback) -> None:  # noqa: A002 - the ArkTS name
+        """Add a listener that is removed after its first call."""
+        self._add(type, fn, once=True)
+
+    def off(self, type: str, fn: Callback | None = None) -> None:  # noqa: A002 - the ArkTS name
+        """Remove ``fn`` from ``type``, or every listener of ``type`` when ``fn`` is omitted."""
+        self._check_usable()
+        _check_type(type)
+        if fn is None:
+            self._listeners.pop(type, None)
+            return
+        check_callback(fn, "listener")
+        listeners = self._listeners.get(type)
+        if listeners:
+            listeners[:] = [entry for entry in listeners if entry.fn != fn]
+
+    remove_event_listener = off
+
+    def remove_all_listener(self) -> None:
+        """Remove every listener of every type (handler properties stay)."""
+        self._check_usable()
+        self._listeners.clear()
+
+    def dispatch_event(self, event: Event) -> bool:
+        """Call the listeners of ``event.type`` now, synchronously; ``async`` ones are scheduled as tasks.
+
+        ``message``, ``messageerror`` and ``error`` also call the matching handler property.
+        """
+        self._check_usable()
+        if not isinstance(event, Event):
+            raise ParameterError(f"dispatch_event needs an Event, not {_typename(event)}")
+        for fn in self._callbacks(event.type):
+            try:
+                result = fn(event)
+                if result is not None and inspect.isawaitable(result):
+                    _schedule(_await_in_order(result, (), event, self._report_callback_error))
+            except Exception as exc:  # noqa: BLE001 - reported, never lost
+                self._report_callback_error(exc)
+        return True
+
+    def _add(self, type: str, fn: Callback, *, once: bool) -> None:  # noqa: A002
+        self._check_usable()
+        _check_type(type)
+        check_callback(fn, "listener")
+        listeners = self._listeners.setdefault(type, [])
+        if all(entry.fn != fn for entry in listeners):
+            listeners.append(_Listener(fn, once))
+
+    def _has_callbacks(self, type: str) -> bool:  # noqa: A002
+        prop = self._PROPERTY_FOR.get(type)
+        return bool(self._listeners.get(type)) or (prop is not None and getattr(self, prop) is not None)
+
+    def _callbacks(self, type: str) -> list[Callback]:  # noqa: A002
+        """The handler property (if any) then the listeners of ``type``; ``once`` listeners are removed."""
+        found: list[Callback] = []
+        prop = self._PROPERTY_FOR.get(type)
+        if prop is not None:
+            handler = getattr(self, prop)
+            if handler is not None:
+                found.append(handler)
+        listeners = self._listeners.get(type)
+        if listeners:
+            found.extend(entry.fn for entry in listeners)
+            if any(entry.once for entry in listeners):
+                listeners[:] = [entry for entry in listeners if not entry.once]
+        return found
+
+    def _report_callback_error(self, exc: Exception) -> None:
+        """Send an exception raised by a callback down this side's error path."""
+        raise NotImplementedError
+
+
+def call_in_order(
+    callbacks: Sequence[Callback], payload: object, report: Callable[[Exception], None]
+) -> Awaitable[None] | None:
+    """Call each callback with ``payload``; if one returns an awaitable, return an awaitable for the rest.
+
+    An exception from a callback goes to ``report`` and never stops the others.
+    """
+    for index, fn in enumerate(callbacks):
+        try:
+            result = fn(payload)
+        except Exception as exc:  # noqa: BLE001 - reported, never lost
+            report(exc)
+            continue
+        if result is not None and inspect.isawaitable(result):
+            return _await_in_order(result, callbacks[index + 1 :], payload, report)
+    return None
+
+
+async def _await_in_order(
+    first: Awaitable[Any], rest: Sequence[Callback], payload: object, report: Callable[[Exception], None]
+) -> None:
+    try:
+        await first
+    except Exception as exc:  # noqa: BLE001 - reported, never lost
+        report(exc)
+    for fn in rest:
+        try:
+            result = fn(payload)
+            if result is not None and inspect.isawaitable(result):
+                await result
+        except Exception as exc:  # noqa: BLE001 - reported, never lost
+            report(exc)
+
+
+def _check_type(type: object) -> None:  # noqa: A002
+    if not isinstance(type, str):
+        raise ParameterError(f"event type must be a str, not {_typename(type)}")
+
+
+# Tasks started by ``dispatch_event`` for async callbacks, kept alive until they finish.
+_background: set[asyncio.Task[None]] = set()
+
+
+def _schedule(coro: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.get_running_loop().create_task(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)

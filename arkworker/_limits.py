@@ -1,0 +1,82 @@
+"""How many workers may live at once, process-wide, and what happens to live ones at interpreter exit."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from ._errors import ParameterError, WorkerInitializationError
+from ._transport import WorkerThread
+
+logger = logging.getLogger("arkworker")
+
+DEFAULT_MAX_WORKERS = 64
+EXIT_TIMEOUT = 5.0
+"""Seconds that interpreter exit waits, in all, for live workers to finish terminating."""
+
+
+class _Slot:
+    __slots__ = ("name", "stop", "transport")
+
+    def __init__(self, transport: WorkerThread, stop: Callable[[], object], name: str) -> None:
+        self.transport = transport
+        self.stop = stop
+        self.name = name
+
+
+_lock = threading.Lock()  # guards the two names below: workers may be created on many threads
+_max_workers = DEFAULT_MAX_WORKERS
+_slots: list[_Slot] = []
+
+
+def set_max_workers(n: int) -> None:
+    """Allow at most ``n`` live workers at once, process-wide, nested workers included (default 64)."""
+    global _max_workers  # noqa: PLW0603 - the process-wide limit
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ParameterError(f"set_max_workers needs an int of at least 1, not {n!r}")
+    with _lock:
+        _max_workers = n
+
+
+def admit(transport: WorkerThread, stop: Callable[[], object], name: str) -> None:
+    """Take a slot for a worker about to start, or raise ``WorkerInitializationError``.
+
+    A slot is free again only once its thread has really ended.
+    """
+    with _lock:
+        _slots[:] = [slot for slot in _slots if slot.transport.is_alive()]
+        if len(_slots) >= _max_workers:
+            raise WorkerInitializationError(
+                f"cannot start worker {name!r}: {len(_slots)} workers are alive and the limit is "
+                f"{_max_workers} (see arkworker.set_max_workers)"
+            )
+        _slots.append(_Slot(transport, stop, name))
+
+
+def live_workers() -> int:
+    """How many worker threads have not ended yet."""
+    with _lock:
+        return sum(1 for slot in _slots if slot.transport.is_alive())
+
+
+def _stop_all(timeout: float = EXIT_TIMEOUT) -> None:
+    # Interpreter exit: ask every live worker to terminate, wait a bounded time, report the stuck ones.
+    with _lock:
+        slots = [slot for slot in _slots if slot.transport.is_alive()]
+    for slot in slots:
+        slot.stop()
+    deadline = time.monotonic() + timeout
+    stuck = [slot.name for slot in slots if not slot.transport.join(max(0.0, deadline - time.monotonic()))]
+    if stuck:
+        logger.warning(
+            "interpreter exit: %d worker(s) did not finish within %.1f s and were abandoned: %s",
+            len(stuck),
+            timeout,
+            ", ".join(stuck),
+        )
+
+
+atexit.register(_stop_all)

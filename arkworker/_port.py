@@ -1,0 +1,410 @@
+"""The worker's side: ``worker_port`` and the coroutine that is a worker's life.
+
+Everything here runs on the worker's own event loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Coroutine
+from typing import TYPE_CHECKING, Any, cast
+
+from . import _protocol as proto
+from ._buffer import MessageBuffer, MessageIterator
+from ._clone import check_transfer, pack, unpack
+from ._errors import (
+    GlobalCallTimeoutError,
+    NotInWorkerError,
+    ParameterError,
+    SerializationError,
+    WorkerError,
+    WorkerNotRunningError,
+)
+from ._events import ErrorEvent, EventTarget, MessageEvent, WorkerState, call_in_order
+from ._script import Script, run_top_level, user_location
+from ._transport import EMPTY, BlockingReply, WorkerThread
+
+if TYPE_CHECKING:
+    from ._worker import ThreadWorker
+
+logger = logging.getLogger("arkworker")
+
+_STARTING, _RUNNING, _TERMINATING = WorkerState.STARTING, WorkerState.RUNNING, WorkerState.TERMINATING
+
+
+class _Local(threading.local):
+    port: ThreadWorkerGlobalScope | None = None
+
+
+_local = _Local()
+
+
+def current_port() -> ThreadWorkerGlobalScope | None:
+    """The port of the worker running on this thread, or None on any other thread."""
+    return _local.port
+
+
+def error_event(exc: BaseException, type: str = "error") -> ErrorEvent:  # noqa: A002
+    """The ``ErrorEvent`` for ``exc``, pointing at the user code that raised it."""
+    filename, lineno, colno = user_location(exc)
+    return ErrorEvent(f"{exc.__class__.__name__}: {exc}", filename, lineno, colno, exc, type)
+
+
+class ThreadWorkerGlobalScope(EventTarget):
+    """The worker's side of a worker: what ``worker_port`` is inside a worker thread.
+
+    Every method runs on the worker's loop thread. Example, a worker script::
+
+        from arkworker import worker_port
+
+        def on_message(event):
+            worker_port.post_message(event.data * 2)
+
+        worker_port.onmessage = on_message
+    """
+
+    def __init__(
+        self, transport: WorkerThread, script: Script, name: str | None, clone: bool, max_size: int
+    ) -> None:
+        super().__init__()
+        self._name = name
+        self._transport = transport
+        self._loop = transport.loop
+        self._inbox = transport.inbox
+        self._outbox = transport.outbox
+        self._script = script
+        self._clone = clone
+        self._max_size = max_size
+        self._state = _STARTING
+        # Posts made while the top level runs; sent right after STARTED, so the host is RUNNING first.
+        self._held: list[object] | None = []
+        # The handler task being awaited; while set, the rest of the inbox waits.
+        self._busy: asyncio.Future[Any] | None = None
+        self._exit: asyncio.Future[None] = self._loop.create_future()
+        self._buffer = MessageBuffer(self._inbox.mark_done)
+        self._requests: dict[int, asyncio.Task[Any]] = {}
+        self._cancelled: set[int] = set()  # requests cancelled before they were dequeued
+        self._last_request = 0
+        self._internal: set[asyncio.Task[None]] = set()  # error reports still being delivered
+        self._children: set[ThreadWorker] = set()
+
+    @property
+    def name(self) -> str | None:
+        """The worker's name, as given to ``ThreadWorker(name=...)``."""
+        return self._name
+
+    @property
+    def self(self) -> ThreadWorkerGlobalScope:
+        """This port itself (ArkTS ``self``); faster to keep than the ``worker_port`` proxy."""
+        return self
+
+    # -- sending ----------------------------------------------------------------------------------
+
+    def post_message(self, data: object, transfer: list[Any] | tuple[Any, ...] = ()) -> Awaitable[None]:
+        """Post ``data`` to the host at once; await the result to wait while the host's inbox is full."""
+        return self._post(data, transfer, share=False)
+
+    def post_message_with_shared_sendable(
+        self, data: object, transfer: list[Any] | tuple[Any, ...] = ()
+    ) -> Awaitable[None]:
+        """Like ``post_message``, but ``@sendable`` objects inside ``data`` are shared by reference."""
+        return self._post(data, transfer, share=True)
+
+    def _post(self, data: object, transfer: object, *, share: bool) -> Awaitable[None]:
+        buffers = check_transfer(transfer) if transfer else ()
+        if self._clone:
+            try:
+                payload = pack(data, buffers, share=share, max_size=self._max_size)
+            except SerializationError as exc:
+                self._message_error(exc)
+                raise
+        else:
+            payload = data
+        if self._held is not None:
+            self._held.append(payload)
+        elif not self._outbox.put(payload):
+            raise WorkerNotRunningError("the host's event loop has closed: the message cannot be delivered")
+        return self._outbox.wait_for_space()
+
+    def messages(self) -> MessageIterator:
+        """``async for data in worker_port.messages()``: messages no handler took, until the worker exits."""
+        return MessageIterator(self._buffer)
+
+    def close(self) -> None:
+        """Stop after the current handler; inbound messages still queued are discarded and counted."""
+        if self._state >= _TERMINATING:
+            return
+        self._state = _TERMINATING
+        self._outbox.put(proto.CLOSING)
+        self._finish()
+
+    def call_global_call_object_method(
+        self, instance_name: str, method_name: str, timeout_ms: int, *args: object
+    ) -> Any:
+        """Block this worker thread while the host runs ``instance.method(*args)``; return a copy of its result.
+
+        ``timeout_ms`` is 1-5000 milliseconds; 0 or out of range means 5000. The host method's exception
+        is raised here.
+        """
+        if not isinstance(instance_name, str) or not isinstance(method_name, str):
+            raise ParameterError("instance_name and method_name must be str")
+        if not isinstance(timeout_ms, (int, float)) or isinstance(timeout_ms, bool):
+            raise ParameterError(f"timeout_ms must be a number of milliseconds, not {type(timeout_ms).__name__}")
+        if not 1 <= timeout_ms <= 5000:
+            timeout_ms = 5000
+        packed_args = pack(args, (), share=False, max_size=self._max_size) if self._clone else args
+        reply = BlockingReply()
+        timeout = timeout_ms / 1000
+        call = proto.GlobalCall(instance_name, method_name, packed_args, reply, time.monotonic() + timeout)
+        if not self._outbox.put_urgent(call):
+            raise WorkerNotRunningError("the host's event loop has closed: no global call can be made")
+        try:
+            result = reply.wait(timeout)
+        except TimeoutError:
+            raise GlobalCallTimeoutError(
+                f"the host did not answer {instance_name}.{method_name}() within {timeout_ms:g} ms"
+            ) from None
+        return unpack(result)
+
+    # -- the error path ---------------------------------------------------------------------------
+
+    def _report_callback_error(self, exc: Exception) -> None:
+        self._handler_error(exc)
+
+    def _handler_error(self, exc: BaseException) -> None:
+        """An uncaught exception in worker code: worker ``onerror`` first, then the host hears of it."""
+        event = error_event(exc)
+        result = call_in_order(self._callbacks("error"), event, self._onerror_failed)
+        report = proto.ErrorReport(event, "error")
+        if result is None:
+            self._outbox.put(report)
+        else:
+            self._spawn(self._report_after(result, report))
+
+    async def _report_after(self, awaitable: Awaitable[None], report: proto.ErrorReport) -> None:
+        await awaitable
+        self._outbox.put(report)
+
+    def _onerror_failed(self, exc: Exception) -> None:
+        # Not the error path again: an onerror that raises would loop forever.
+        logger.error("worker %r: its onerror handler raised", self._name, exc_info=exc)
+
+    def _message_error(self, exc: SerializationError) -> None:
+        """A message could not be copied or rebuilt here: ``onmessageerror``, and the exit code becomes 1."""
+        event = error_event(exc, "messageerror")
+        self._outbox.put(proto.ErrorReport(event, "messageerror"))
+        result = call_in_order(self._callbacks("messageerror"), event, self._handler_error)
+        if result is not None:
+            self._spawn(cast("Coroutine[Any, Any, None]", result))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = self._loop.create_task(coro)
+        self._internal.add(task)
+        task.add_done_callback(self._internal.discard)
+
+    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        # Exceptions asyncio could not hand to anyone (a failed background task, a callback) are worker
+        # errors, as ArkTS sends timer exceptions to onAllErrors.
+        exc = context.get("exception")
+        if isinstance(exc, Exception):
+            self._handler_error(exc)
+        else:
+            loop.default_exception_handler(context)
+
+    # -- handling the inbox -------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        inbox = self._inbox
+        while self._busy is None and self._state is _RUNNING:
+            item = inbox.get()
+            if item is EMPTY:
+                return
+            kind = type(item)
+            if kind not in proto.TO_WORKER:
+                self._on_message(item)
+            elif kind is proto.Request:
+                self._on_request(cast("proto.Request", item))
+            else:
+                self._state = _TERMINATING
+                self._finish()
+
+    def _on_message(self, payload: object) -> None:
+        try:
+            data = unpack(payload)
+        except SerializationError as exc:
+            self._inbox.mark_done()
+            self._message_error(exc)
+            return
+        callbacks = self._callbacks("message")
+        if not callbacks:
+            self._buffer.push(data)  # marked done when a messages() reader takes it
+            return
+        result = call_in_order(callbacks, MessageEvent(data), self._handler_error)
+        if result is None:
+            self._inbox.mark_done()
+        else:
+            self._hold(self._loop.create_task(cast("Coroutine[Any, Any, None]", result)), self._resume)
+
+    def _hold(self, task: asyncio.Task[Any], on_done: Any) -> None:
+        self._busy = task
+        task.add_done_callback(on_done)
+
+    def _resume(self, task: asyncio.Future[Any]) -> None:
+        self._busy = None
+        self._inbox.mark_done()
+        self._pump()
+
+    def _on_request(self, request: proto.Request) -> None:
+        self._last_request = request.id
+        if request.id in self._cancelled:
+            self._cancelled.discard(request.id)
+            self._inbox.mark_done()
+            return
+        handler = self.onmessage
+        if handler is None:
+            error = WorkerError("the worker has no onmessage handler, so it cannot answer a request")
+            self._answer(request.id, None, error)
+            self._inbox.mark_done()
+            return
+        try:
+            result = handler(MessageEvent(unpack(request.payload)))
+        except Exception as exc:  # noqa: BLE001 - goes back to the requester
+            self._answer(request.id, None, exc)
+            self._inbox.mark_done()
+            return
+        if result is not None and inspect.isawaitable(result):
+            task = asyncio.ensure_future(result, loop=self._loop)
+            self._requests[request.id] = task
+            self._hold(task, functools.partial(self._request_done, request.id))
+        else:
+            self._answer(request.id, result, None)
+            self._inbox.mark_done()
+
+    def _request_done(self, request_id: int, task: asyncio.Future[Any]) -> None:
+        self._requests.pop(request_id, None)
+        if task.cancelled():
+            # The host stopped waiting (then this answer is dropped) or the worker is exiting.
+            self._answer(request_id, None, WorkerError("the request's handler was cancelled in the worker"))
+        else:
+            exc = task.exception()
+            self._answer(request_id, None if exc else task.result(), exc)
+        self._resume(task)
+
+    def _answer(self, request_id: int, value: object, error: BaseException | None) -> None:
+        payload = value
+        if error is None and self._clone:
+            try:
+                payload = pack(value, (), share=False, max_size=self._max_size)
+            except SerializationError as exc:
+                payload, error = None, exc
+        self._outbox.put(proto.Reply(request_id, payload, error))
+
+    def _on_urgent(self) -> None:
+        for item in self._inbox.take_urgent():
+            request_id = cast("proto.Cancel", item).id
+            task = self._requests.get(request_id)
+            if task is not None:
+                task.cancel()
+            elif request_id > self._last_request:
+                self._cancelled.add(request_id)
+
+    # -- life and exit ------------------------------------------------------------------------------
+
+    def _finish(self) -> None:
+        self._buffer.close()
+        if not self._exit.done():
+            self._exit.set_result(None)
+
+    def _life_done(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self._handler_error(cast("BaseException", task.exception()))
+        self.close()
+
+    async def run(self) -> None:
+        """The worker's life: the top level, then messages until ``terminate()`` or ``close()``."""
+        _local.port = self
+        self._loop.set_exception_handler(self._loop_exception)
+        try:
+            await self._start()
+            await self._exit
+            if self._busy is not None:
+                await asyncio.wait([self._busy])  # the current handler finishes
+            await self._shut_down()
+        finally:
+            _local.port = None
+
+    async def _start(self) -> None:
+        try:
+            life = run_top_level(self._script, self)
+        except Exception as exc:  # noqa: BLE001 - the error path of a failed start
+            self._handler_error(exc)
+            self.close()
+        held, self._held = self._held or [], None
+        if self._state is not _STARTING:
+            if held:
+                logger.warning(
+                    "worker %r did not start; %d messages it posted were not delivered", self._name, len(held)
+                )
+            return
+        self._state = _RUNNING
+        self._outbox.put(proto.STARTED)
+        for payload in held:
+            self._outbox.put(payload)
+        self._inbox.on_ready = self._pump
+        self._inbox.on_urgent = self._on_urgent
+        if inspect.iscoroutine(life):
+            self._loop.create_task(life).add_done_callback(self._life_done)
+        self._on_urgent()
+        self._pump()
+
+    async def _shut_down(self) -> None:
+        children = list(self._children)
+        for child in children:
+            child.terminate()
+        for child in children:
+            await child.wait()
+        while self._internal:
+            await asyncio.wait(list(self._internal))
+        current = asyncio.current_task()
+        others = [task for task in asyncio.all_tasks() if task is not current]
+        for task in others:
+            task.cancel()
+        for outcome in await asyncio.gather(*others, return_exceptions=True):
+            if isinstance(outcome, Exception):
+                self._handler_error(outcome)
+
+
+class _WorkerPortProxy:
+    """``arkworker.worker_port``: the current worker's port, looked up on each use."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_port_or_raise(), name)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        setattr(_port_or_raise(), name, value)
+
+    def __repr__(self) -> str:
+        port = _local.port
+        return "<worker_port: not in a worker>" if port is None else f"<worker_port of {port.name!r}>"
+
+
+def _port_or_raise() -> ThreadWorkerGlobalScope:
+    port = _local.port
+    if port is None:
+        raise NotInWorkerError(
+            "worker_port is only available inside a worker thread "
+            f"(this is thread {threading.current_thread().name!r})"
+        )
+    return port
+
+
+worker_port = cast("ThreadWorkerGlobalScope", _WorkerPortProxy())
+"""Inside a worker thread, that worker's ``ThreadWorkerGlobalScope``; anywhere else using it raises
+``NotInWorkerError``."""

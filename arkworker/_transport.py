@@ -1,0 +1,297 @@
+"""The one module that crosses threads: how a worker runs and how items travel between two loops.
+
+Nothing outside this module calls ``call_soon_threadsafe``, blocks on another thread or knows that a
+worker is a thread. Another transport (a subinterpreter, a remote process) would replace ``WorkerThread``
+and keep the ``Channel`` contract:
+
+- ``put`` never blocks and keeps FIFO order; the receiver is woken at most once per batch: a wake-up is
+  scheduled only when none is pending, and the receiver re-arms it only when it finds the channel empty.
+- ``depth`` counts items put and not yet marked ``done`` by the receiver; ``wait_for_space`` lets the
+  sender wait while it is above the limit.
+- ``put_urgent`` items bypass the FIFO (cancellations, global calls) and always wake the receiver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import sys
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, Final
+
+from ._events import ThreadWorkerPriority
+
+EMPTY: Final = object()
+"""What ``Channel.get`` returns when nothing is waiting."""
+
+
+def run_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., object], *args: object) -> bool:
+    """Schedule ``fn(*args)`` on ``loop`` from any thread; False if that loop has closed."""
+    try:
+        loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:  # the loop is closed
+        return False
+    return True
+
+
+def _set_result_if_pending(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def resolve_soon(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> bool:
+    """Resolve ``future`` (of ``loop``) from any thread; False if that loop has closed."""
+    return run_soon(loop, _set_result_if_pending, future)
+
+
+def _nothing() -> None:
+    pass
+
+
+class Channel:
+    """One direction of traffic between a sender thread and the receiver's event loop."""
+
+    def __init__(
+        self, receiver: asyncio.AbstractEventLoop, sender: asyncio.AbstractEventLoop, limit: int
+    ) -> None:
+        self._receiver = receiver
+        self._sender = sender
+        self.limit = limit
+        self._items: collections.deque[object] = collections.deque()
+        self._urgent: collections.deque[object] = collections.deque()
+        # True iff a wake-up is scheduled or the receiver is still working through the items.
+        self._wake_pending = False
+        self.sent = 0  # written by the sender only
+        self.done_count = 0  # written by the receiver only
+        self._space_wanted = False
+        self._space_waiters: list[asyncio.Future[None]] = []
+        self._no_wait: asyncio.Future[None] = sender.create_future()
+        self._no_wait.set_result(None)
+        # Called on the receiver's loop: items are waiting / urgent items are waiting.
+        self.on_ready: Callable[[], object] = _nothing
+        self.on_urgent: Callable[[], object] = _nothing
+
+    # -- sender's thread ---------------------------------------------------------------------------
+
+    def put(self, item: object) -> bool:
+        """Append ``item``; False if the receiver's loop has closed (the item then counts as undelivered)."""
+        self._items.append(item)
+        self.sent += 1
+        if self._receiver.is_closed():
+            return False
+        if not self._wake_pending:
+            self._wake_pending = True
+            return run_soon(self._receiver, self._wake)
+        return True
+
+    def put_urgent(self, item: object) -> bool:
+        """Deliver ``item`` ahead of the FIFO; False if the receiver's loop has closed."""
+        self._urgent.append(item)
+        return run_soon(self._receiver, self._wake_urgent)
+
+    def wait_for_space(self) -> asyncio.Future[None]:
+        """Sender's loop: a future that resolves once ``depth`` is at most ``limit``."""
+        if self.sent - self.done_count <= self.limit:
+            return self._no_wait
+        future = self._sender.create_future()
+        self._space_waiters.append(future)
+        self._space_wanted = True
+        if self.sent - self.done_count <= self.limit:  # the receiver caught up before it saw the flag
+            self._release_space()
+        return future
+
+    def fail_space_waiters(self, error: Callable[[], BaseException]) -> None:
+        """Sender's loop: settle every space waiter with a fresh ``error()`` (the receiver is gone)."""
+        waiters, self._space_waiters = self._space_waiters, []
+        for future in waiters:
+            if not future.done():
+                future.set_exception(error())
+
+    def _release_space(self) -> None:
+        if self.sent - self.done_count > self.limit:
+            self._space_wanted = True
+            if self.sent - self.done_count > self.limit:
+                return
+        self._space_wanted = False
+        waiters, self._space_waiters = self._space_waiters, []
+        for future in waiters:
+            if not future.done():
+                future.set_result(None)
+
+    # -- receiver's loop ---------------------------------------------------------------------------
+
+    @property
+    def depth(self) -> int:
+        """Items put and not yet marked done."""
+        return self.sent - self.done_count
+
+    def get(self) -> object:
+        """The next item, or ``EMPTY``; finding the channel empty re-arms the wake-up."""
+        try:
+            return self._items.popleft()
+        except IndexError:
+            self._wake_pending = False
+            if not self._items:
+                return EMPTY
+            self._wake_pending = True  # a put raced with us; it may also have woken us, harmlessly
+            return self._items.popleft()
+
+    def take_urgent(self) -> list[object]:
+        """Every urgent item waiting, oldest first."""
+        taken = []
+        while self._urgent:
+            taken.append(self._urgent.popleft())
+        return taken
+
+    def mark_done(self) -> None:
+        """One item is fully consumed; may let a sender waiting for space go on."""
+        self.done_count += 1
+        if self._space_wanted and self.sent - self.done_count <= self.limit:
+            self._space_wanted = False
+            run_soon(self._sender, self._release_space)
+
+    def _wake(self) -> None:
+        self.on_ready()
+
+    def _wake_urgent(self) -> None:
+        self.on_urgent()
+
+
+class BlockingReply:
+    """A value one thread blocks for while another thread's loop computes it."""
+
+    __slots__ = ("_error", "_event", "_value")
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._value: object = None
+        self._error: BaseException | None = None
+
+    def set(self, value: object = None, error: BaseException | None = None) -> None:
+        """Any thread: deliver the outcome; only the first call counts."""
+        if not self._event.is_set():
+            self._value, self._error = value, error
+            self._event.set()
+
+    def wait(self, timeout: float) -> object:
+        """Block the calling thread for the outcome; raises ``TimeoutError`` after ``timeout`` seconds."""
+        if not self._event.wait(timeout):
+            raise TimeoutError
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+class WorkerThread:
+    """A worker's own event loop, running on a dedicated OS thread, and its two channels.
+
+    The loop is built on the creating thread, so the inbox accepts items before the thread runs.
+    """
+
+    def __init__(
+        self,
+        *,
+        host_loop: asyncio.AbstractEventLoop,
+        loop_factory: Callable[[], asyncio.AbstractEventLoop],
+        thread_name: str,
+        os_name: str,
+        priority: ThreadWorkerPriority | None,
+        limit: int,
+    ) -> None:
+        self.loop = loop_factory()
+        self.inbox = Channel(receiver=self.loop, sender=host_loop, limit=limit)
+        self.outbox = Channel(receiver=host_loop, sender=self.loop, limit=limit)
+        self._os_name = os_name
+        self._priority = priority
+        self.thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
+        self._main: Callable[[], Coroutine[Any, Any, None]] | None = None
+        self._on_end: Callable[[BaseException | None], None] | None = None
+
+    def start(
+        self,
+        main: Callable[[], Coroutine[Any, Any, None]],
+        on_end: Callable[[BaseException | None], None],
+    ) -> None:
+        """Run ``main()`` on the new thread's loop; ``on_end(crash)`` is the thread's very last call."""
+        self._main = main
+        self._on_end = on_end
+        self.thread.start()
+
+    def _run(self) -> None:
+        # Worker thread.
+        assert self._main is not None and self._on_end is not None
+        _set_os_thread_name(self._os_name)
+        _apply_priority(self._priority)
+        crash: BaseException | None = None
+        try:
+            with asyncio.Runner(loop_factory=lambda: self.loop) as runner:
+                runner.run(self._main())
+        except BaseException as exc:  # noqa: BLE001 - the thread's end is reported, never lost
+            crash = exc
+        finally:
+            if not self.loop.is_closed():
+                self.loop.close()
+            self._on_end(crash)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Block until the thread ended (or ``timeout``); True iff it has."""
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+    def is_alive(self) -> bool:
+        """True until the thread has really ended; a thread not started yet counts as alive."""
+        return self.thread.is_alive() or self.thread.ident is None
+
+
+def _set_os_thread_name(name: str) -> None:
+    # Best effort, Linux only: the kernel keeps 15 bytes.
+    if not sys.platform.startswith("linux") or not name:
+        return
+    raw = name.encode("utf-8")[:15]
+    while raw:
+        try:
+            raw.decode("utf-8")
+            break
+        except UnicodeDecodeError:
+            raw = raw[:-1]
+    with contextlib.suppress(OSError, AttributeError):
+        _libc().prctl(15, ctypes.c_char_p(raw), 0, 0, 0)  # PR_SET_NAME names the calling thread
+
+
+_LIBC: ctypes.CDLL | None = None
+
+
+def _libc() -> ctypes.CDLL:
+    global _LIBC  # noqa: PLW0603 - loaded once, on first use
+    if _LIBC is None:
+        _LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    return _LIBC
+
+
+# Nice offsets from the creating thread's nice value; IDLE goes straight to the weakest, 19.
+_NICE_OFFSET = {
+    ThreadWorkerPriority.HIGH: -5,
+    ThreadWorkerPriority.MEDIUM: 0,
+    ThreadWorkerPriority.LOW: 5,
+    ThreadWorkerPriority.IDLE: 19,
+    ThreadWorkerPriority.DEADLINE: -10,
+    ThreadWorkerPriority.VIP: -15,
+}
+
+
+def _apply_priority(priority: ThreadWorkerPriority | None) -> None:
+    # Worker thread. Linux keeps a nice value per thread; elsewhere this is a documented no-op.
+    if priority is None or not sys.platform.startswith("linux"):
+        return
+    tid = threading.get_native_id()
+    with contextlib.suppress(OSError):
+        current = os.getpriority(os.PRIO_PROCESS, tid)
+        offset = _NICE_OFFSET[priority]
+        target = 19 if priority is ThreadWorkerPriority.IDLE else max(-20, min(19, current + offset))
+        if target != current:
+            os.setpriority(os.PRIO_PROCESS, tid, target)

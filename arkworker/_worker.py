@@ -1,0 +1,539 @@
+"""The host's side: ``ThreadWorker``, the handle on one worker.
+
+Everything here runs on the host's event loop thread; the host-side state only changes there, so code
+that does not await sees a stable worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from types import TracebackType
+from typing import Any, cast
+
+from . import _limits
+from . import _protocol as proto
+from ._buffer import MessageBuffer, MessageIterator
+from ._clone import check_transfer, pack, unpack
+from ._errors import (
+    GlobalCallMethodNotCallableError,
+    GlobalCallObjectNotRegisteredError,
+    ParameterError,
+    SerializationError,
+    WorkerCrashedError,
+    WorkerInitializationError,
+    WorkerNotRunningError,
+)
+from ._events import (
+    EventTarget,
+    Handler,
+    MessageEvent,
+    ThreadWorkerPriority,
+    WorkerState,
+    WorkerStatistics,
+    call_in_order,
+)
+from ._port import ThreadWorkerGlobalScope, current_port, error_event
+from ._script import forget, resolve
+from ._transport import EMPTY, WorkerThread
+
+logger = logging.getLogger("arkworker")
+
+_STARTING, _RUNNING = WorkerState.STARTING, WorkerState.RUNNING
+_TERMINATING, _TERMINATED = WorkerState.TERMINATING, WorkerState.TERMINATED
+_MiB = 1024 * 1024
+_numbers = itertools.count(1)
+# Async onmessageerror callbacks of post_message, which cannot await them; kept alive until done.
+_background: set[asyncio.Task[None]] = set()
+
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+
+class ThreadWorker(EventTarget):
+    """A worker: a dedicated OS thread running its own event loop and ``script``.
+
+    Create it inside async code: the thread starts at once, and messages posted before the script's top
+    level finished are queued for it. Every method must be called on the host loop's thread. Example::
+
+        async with ThreadWorker("examples/workers/hello.py") as w:
+            await w.post_message("hello world")
+            async for reply in w.messages():
+                print(reply)
+                break
+    """
+
+    onallerrors = Handler()
+    onexit = Handler()
+
+    def __init__(
+        self,
+        script: str | Callable[[ThreadWorkerGlobalScope], Any],
+        *,
+        name: str | None = None,
+        priority: ThreadWorkerPriority | int | None = None,
+        loop_factory: LoopFactory | str | None = None,
+        max_inbox: int = 1024,
+        clone: bool = True,
+        max_message_size: int = 16 * _MiB,
+    ) -> None:
+        super().__init__()
+        priority = _check_options(name, priority, max_inbox, clone, max_message_size)
+        factory = _resolve_loop_factory(loop_factory)
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise WorkerInitializationError(
+                "ThreadWorker() needs a running event loop on this thread: create it from async code"
+            ) from None
+        self._script = resolve(script)
+        number = next(_numbers)
+        self._name = name
+        self._label = repr(name) if name is not None else f"#{number} ({self._script.describe()})"
+        thread_name = f"arkworker-{name if name is not None else number}"
+        try:
+            transport = WorkerThread(
+                host_loop=self._loop,
+                loop_factory=factory,
+                thread_name=thread_name,
+                os_name=name or thread_name,
+                priority=priority,
+                limit=max_inbox,
+            )
+        except Exception as exc:
+            raise WorkerInitializationError(f"the worker's loop_factory failed: {exc!r}") from exc
+        try:
+            _limits.admit(transport, lambda: transport.inbox.put(proto.TERMINATE), self._label)
+        except WorkerInitializationError:
+            transport.loop.close()
+            raise
+        self._transport = transport
+        self._inbox = transport.inbox
+        self._outbox = transport.outbox
+        self._clone = clone
+        self._max_message_size = max_message_size
+        self._state = _STARTING
+        self._sent = 0
+        self._received = 0
+        self._requests = 0
+        self._errors = 0
+        self._discarded = 0
+        self._error_exit = False
+        self._unhandled: BaseException | None = None  # the first worker error nobody handled
+        self._in_context = False
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._request_ids = itertools.count(1)
+        self._busy: asyncio.Task[None] | None = None  # an async callback holding the rest of the outbox
+        self._buffer = MessageBuffer(self._outbox.mark_done)
+        self._global_objects: dict[str, object] = {}
+        self._exit_code: int | None = None
+        self._exit_waiters: list[asyncio.Future[int]] | None = []  # None once the exit is settled
+        self._parent = current_port()
+        if self._parent is not None:
+            self._parent._children.add(self)
+        self._outbox.on_ready = self._pump
+        self._outbox.on_urgent = self._on_urgent
+        port = ThreadWorkerGlobalScope(transport, self._script, name, clone, max_message_size)
+        transport.start(port.run, self._thread_ended)
+
+    def __repr__(self) -> str:
+        return f"<ThreadWorker {self._label} {self._state.name}>"
+
+    # -- properties ---------------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str | None:
+        """The name given at construction."""
+        return self._name
+
+    @property
+    def state(self) -> WorkerState:
+        """Where the worker is in its life, as the host last saw it."""
+        return self._state
+
+    @property
+    def exit_code(self) -> int | None:
+        """0, or 1 once any worker error or message error happened; None until the worker has exited."""
+        return self._exit_code
+
+    def statistics(self) -> WorkerStatistics:
+        """A snapshot of this worker's counters."""
+        return WorkerStatistics(
+            name=self._name,
+            state=self._state,
+            messages_sent=self._sent,
+            messages_received=self._received,
+            requests=self._requests,
+            pending_requests=len(self._pending),
+            inbox_depth=self._inbox.depth,
+            host_inbox_depth=self._outbox.depth,
+            errors=self._errors,
+            discarded=self._discarded,
+            exit_code=self._exit_code,
+        )
+
+    # -- sending ------------------------------------------------------------------------------------
+
+    def post_message(self, data: object, transfer: list[Any] | tuple[Any, ...] = ()) -> Awaitable[None]:
+        """Post ``data`` to the worker at once (never blocks).
+
+        Await the result to wait while the worker's inbox holds more than ``max_inbox`` messages.
+        ``data`` is copied (see ``clone``); buffers in ``transfer`` move without a copy.
+
+        :raises WorkerNotRunningError: after ``terminate()``, or once the worker began to exit.
+        :raises SerializationError: if ``data`` cannot be copied or is too large (after ``onmessageerror``).
+        """
+        return self._post(data, transfer, share=False)
+
+    def post_message_with_shared_sendable(
+        self, data: object, transfer: list[Any] | tuple[Any, ...] = ()
+    ) -> Awaitable[None]:
+        """Like ``post_message``, but ``@sendable`` objects inside ``data`` are shared by reference."""
+        return self._post(data, transfer, share=True)
+
+    def _post(self, data: object, transfer: object, *, share: bool) -> Awaitable[None]:
+        self._inbox.put(self._payload(data, transfer, share))
+        self._sent += 1
+        return self._inbox.wait_for_space()
+
+    def _payload(self, data: object, transfer: object, share: bool) -> object:
+        if self._state >= _TERMINATING:
+            raise WorkerNotRunningError(f"worker {self._label} is {self._state.name.lower()}: it takes no more messages")
+        buffers = check_transfer(transfer) if transfer else ()
+        if not self._clone:
+            return data
+        try:
+            return pack(data, buffers, share=share, max_size=self._max_message_size)
+        except SerializationError as exc:
+            self._message_error(exc)
+            raise
+
+    async def request(self, data: object, *, timeout: float | None = None) -> Any:
+        """Send ``data`` as a request and return what the worker's ``onmessage`` returns for it.
+
+        The handler's exception is raised here with its original type and the worker's traceback.
+        Cancelling this call, or its ``timeout`` (seconds) expiring, cancels the handler in the worker.
+
+        :raises WorkerNotRunningError: after ``terminate()``, or if the worker exits before answering.
+        :raises TimeoutError: if ``timeout`` expires.
+        """
+        if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0):
+            raise ParameterError(f"timeout must be None or a number of seconds >= 0, not {timeout!r}")
+        payload = self._payload(data, (), False)
+        request_id = next(self._request_ids)
+        future: asyncio.Future[Any] = self._loop.create_future()
+        self._pending[request_id] = future
+        self._inbox.put(proto.Request(request_id, payload))
+        self._sent += 1
+        self._requests += 1
+        try:
+            if timeout is None:
+                return await future
+            async with asyncio.timeout(timeout):
+                return await future
+        except BaseException:
+            if self._pending.pop(request_id, None) is not None:  # still unanswered: stop the handler
+                self._inbox.put_urgent(proto.Cancel(request_id))
+            raise
+
+    def messages(self) -> MessageIterator:
+        """``async for data in w.messages()``: every message no handler took, in order, until the worker exits."""
+        return MessageIterator(self._buffer)
+
+    # -- global call objects ------------------------------------------------------------------------
+
+    def register_global_call_object(self, name: str, obj: object) -> None:
+        """Let the worker call ``obj``'s methods synchronously under ``name`` (the same name replaces)."""
+        if self._state >= _TERMINATING:
+            raise WorkerNotRunningError(f"worker {self._label} is {self._state.name.lower()}")
+        if not isinstance(name, str):
+            raise ParameterError(f"the global call object's name must be a str, not {type(name).__name__}")
+        self._global_objects[name] = obj
+
+    def unregister_global_call_object(self, name: str | None = None) -> None:
+        """Forget the object registered as ``name``, or every object when ``name`` is omitted."""
+        self._check_usable()
+        if name is None:
+            self._global_objects.clear()
+        elif not isinstance(name, str):
+            raise ParameterError(f"the global call object's name must be a str, not {type(name).__name__}")
+        else:
+            self._global_objects.pop(name, None)
+
+    def _on_urgent(self) -> None:
+        for call in self._outbox.take_urgent():
+            self._global_call(cast("proto.GlobalCall", call))
+
+    def _global_call(self, call: proto.GlobalCall) -> None:
+        if time.monotonic() > call.deadline:
+            return  # the worker stopped waiting before we started
+        obj = self._global_objects.get(call.instance)
+        if obj is None and call.instance not in self._global_objects:
+            call.reply.set(error=GlobalCallObjectNotRegisteredError(
+                f"no global call object is registered as {call.instance!r} on worker {self._label}"
+            ))
+            return
+        method = getattr(obj, call.method, None)
+        if (
+            method is None
+            or not callable(method)
+            or inspect.iscoroutinefunction(method)
+            or inspect.isgeneratorfunction(method)
+            or inspect.isasyncgenfunction(method)
+        ):
+            call.reply.set(error=GlobalCallMethodNotCallableError(
+                f"{call.instance}.{call.method} is missing, not callable, async or a generator"
+            ))
+            return
+        try:
+            result = method(*unpack(call.args))
+        except Exception as exc:  # noqa: BLE001 - raised again in the worker
+            call.reply.set(error=exc)
+            return
+        if inspect.isawaitable(result) or inspect.isgenerator(result) or inspect.isasyncgen(result):
+            if inspect.iscoroutine(result):
+                result.close()
+            call.reply.set(error=GlobalCallMethodNotCallableError(
+                f"{call.instance}.{call.method} returned {type(result).__name__}: only plain results can be sent"
+            ))
+            return
+        try:
+            call.reply.set(pack(result, (), share=False, max_size=self._max_message_size) if self._clone else result)
+        except SerializationError as exc:
+            call.reply.set(error=exc)
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    def terminate(self) -> asyncio.Future[int]:
+        """Ask the worker to exit once it has handled every message posted before; never raises.
+
+        Returns a future of the exit code that resolves after the thread has ended and ``onexit`` ran.
+        Calling it again is harmless.
+        """
+        if self._state < _TERMINATING:
+            self._state = _TERMINATING
+            self._inbox.put(proto.TERMINATE)
+        return self._exit_future()
+
+    async def wait(self) -> int:
+        """Wait until the worker has exited (thread ended, ``onexit`` ran) and return its exit code."""
+        return await self._exit_future()
+
+    def _exit_future(self) -> asyncio.Future[int]:
+        future: asyncio.Future[int] = self._loop.create_future()
+        if self._exit_waiters is None:
+            future.set_result(cast("int", self._exit_code))
+        else:
+            self._exit_waiters.append(future)
+        return future
+
+    async def __aenter__(self) -> ThreadWorker:
+        self._in_context = True
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.terminate()
+        self._in_context = False
+        if self._unhandled is None:
+            return
+        if exc_type is None:
+            crash = self._unhandled
+            raise WorkerCrashedError(
+                f"worker {self._label} crashed: {type(crash).__name__}: {crash}"
+            ) from crash
+        self._report_unhandled(self._unhandled)  # the body's own exception wins; this one is reported
+
+    def _check_usable(self) -> None:
+        if self._state is _TERMINATED:
+            raise WorkerNotRunningError(f"worker {self._label} has terminated")
+
+    # -- handling what the worker sends -------------------------------------------------------------
+
+    def _pump(self) -> None:
+        outbox = self._outbox
+        while self._busy is None:
+            item = outbox.get()
+            if item is EMPTY:
+                return
+            kind = type(item)
+            if kind not in proto.TO_HOST:
+                self._on_message(item)
+                continue
+            outbox.mark_done()
+            if kind is proto.Reply:
+                self._on_reply(cast("proto.Reply", item))
+            elif kind is proto.ErrorReport:
+                self._on_error(cast("proto.ErrorReport", item))
+            elif kind is proto.Started:
+                if self._state is _STARTING:
+                    self._state = _RUNNING
+            elif kind is proto.Closing:
+                if self._state < _TERMINATING:
+                    self._state = _TERMINATING
+            else:
+                self._on_exited(cast("proto.Exited", item))
+
+    def _hold(self, awaitable: Awaitable[None]) -> None:
+        task = self._loop.create_task(cast("Coroutine[Any, Any, None]", awaitable))
+        self._busy = task
+        task.add_done_callback(self._resume)
+
+    def _resume(self, task: asyncio.Task[None]) -> None:
+        self._busy = None
+        self._pump()
+
+    def _on_message(self, payload: object) -> None:
+        self._received += 1
+        try:
+            data = unpack(payload)
+        except SerializationError as exc:
+            self._outbox.mark_done()
+            self._message_error(exc)
+            return
+        callbacks = self._callbacks("message")
+        if not callbacks:
+            self._buffer.push(data)  # marked done when a messages() reader takes it
+            return
+        self._outbox.mark_done()
+        result = call_in_order(callbacks, MessageEvent(data), self._report_callback_error)
+        if result is not None:
+            self._hold(result)
+
+    def _on_reply(self, reply: proto.Reply) -> None:
+        self._received += 1
+        future = self._pending.pop(reply.id, None)
+        if future is None or future.done():
+            return  # the requester stopped waiting
+        if reply.error is not None:
+            future.set_exception(reply.error)
+            return
+        try:
+            future.set_result(unpack(reply.payload))
+        except SerializationError as exc:
+            future.set_exception(exc)
+
+    def _on_error(self, report: proto.ErrorReport) -> None:
+        self._errors += 1
+        self._error_exit = True
+        if report.kind == "messageerror":
+            return
+        event = report.event
+        if self.onallerrors is not None:
+            result = call_in_order([self.onallerrors], event, self._report_callback_error)
+        else:
+            callbacks = self._callbacks("error")
+            if not callbacks:
+                self._unhandled_error(cast("BaseException", event.error))
+            result = call_in_order(callbacks, event, self._report_callback_error)
+            self.terminate()
+        if result is not None:
+            self._hold(result)
+
+    def _unhandled_error(self, exc: BaseException) -> None:
+        if self._unhandled is None:
+            self._unhandled = exc
+        if not self._in_context:
+            self._report_unhandled(exc)
+
+    def _report_unhandled(self, exc: BaseException) -> None:
+        self._loop.call_exception_handler(
+            {"message": f"unhandled error in worker {self._label}", "exception": exc, "worker": self}
+        )
+
+    def _message_error(self, exc: SerializationError) -> None:
+        event = error_event(exc, "messageerror")
+        result = call_in_order(self._callbacks("messageerror"), event, self._report_callback_error)
+        if result is not None:
+            task = self._loop.create_task(cast("Coroutine[Any, Any, None]", result))
+            _background.add(task)
+            task.add_done_callback(_background.discard)
+
+    def _report_callback_error(self, exc: Exception) -> None:
+        self._loop.call_exception_handler(
+            {"message": f"exception in a callback of worker {self._label}", "exception": exc, "worker": self}
+        )
+
+    def _thread_ended(self, crash: BaseException | None) -> None:
+        # Worker thread, its very last call.
+        self._outbox.put(proto.Exited(crash))
+
+    def _on_exited(self, exited: proto.Exited) -> None:
+        self._transport.join()  # sending Exited was the thread's last act: this returns at once
+        self._state = _TERMINATED
+        if exited.crash is not None:
+            self._errors += 1
+            self._error_exit = True
+            self._unhandled_error(exited.crash)
+        forget(self._script)
+        self._discarded = self._inbox.depth
+        if self._discarded:
+            logger.warning("worker %s exited with %d inbound messages unhandled", self._label, self._discarded)
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(WorkerNotRunningError(f"worker {self._label} exited before answering"))
+        self._pending.clear()
+        self._inbox.fail_space_waiters(
+            lambda: WorkerNotRunningError(f"worker {self._label} exited before its inbox drained")
+        )
+        self._buffer.close()
+        if self._parent is not None:
+            self._parent._children.discard(self)
+        self._exit_code = 1 if self._error_exit else 0
+        callbacks = ([self.onexit] if self.onexit is not None else []) + self._callbacks("exit")
+        result = call_in_order(callbacks, self._exit_code, self._report_callback_error)
+        if result is None:
+            self._settle_exit()
+        else:
+            self._hold(self._settle_after(result))
+
+    async def _settle_after(self, awaitable: Awaitable[None]) -> None:
+        await awaitable
+        self._settle_exit()
+
+    def _settle_exit(self) -> None:
+        waiters, self._exit_waiters = self._exit_waiters or [], None
+        for future in waiters:
+            if not future.done():
+                future.set_result(cast("int", self._exit_code))
+
+
+def _check_options(
+    name: object, priority: object, max_inbox: object, clone: object, max_message_size: object
+) -> ThreadWorkerPriority | None:
+    if name is not None and not isinstance(name, str):
+        raise ParameterError(f"name must be a str, not {type(name).__name__}")
+    if not isinstance(max_inbox, int) or isinstance(max_inbox, bool) or max_inbox < 1:
+        raise ParameterError(f"max_inbox must be an int of at least 1, not {max_inbox!r}")
+    if not isinstance(clone, bool):
+        raise ParameterError(f"clone must be a bool, not {type(clone).__name__}")
+    if not isinstance(max_message_size, int) or isinstance(max_message_size, bool) or max_message_size < 1:
+        raise ParameterError(f"max_message_size must be an int of at least 1, not {max_message_size!r}")
+    if priority is None:
+        return None
+    if isinstance(priority, int) and not isinstance(priority, bool):
+        try:
+            return ThreadWorkerPriority(priority)
+        except ValueError:
+            pass
+    raise ParameterError(f"priority must be a ThreadWorkerPriority, not {priority!r}")
+
+
+def _resolve_loop_factory(option: object) -> LoopFactory:
+    if option is None:
+        return asyncio.new_event_loop
+    if option == "uvloop":
+        try:
+            import uvloop  # noqa: PLC0415 - optional, imported only when asked for
+        except ImportError:
+            raise WorkerInitializationError(
+                "loop_factory='uvloop' needs uvloop, which is not installed (pip install uvloop)"
+            ) from None
+        return cast("LoopFactory", uvloop.new_event_loop)
+    if callable(option):
+        return cast("LoopFactory", option)
+    raise ParameterError(f"loop_factory must be a callable or 'uvloop', not {option!r}")
