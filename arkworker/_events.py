@@ -24,6 +24,8 @@ Callback = Callable[[Any], Any]
 class WorkerState(enum.IntEnum):
     """The life of a worker; it only ever moves forward."""
 
+    __str__ = enum.Enum.__str__
+
     STARTING = 0
     """The thread is starting or the script's top level is running."""
     RUNNING = 1

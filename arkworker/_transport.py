@@ -7,7 +7,8 @@ and keep the ``Channel`` contract:
 - ``put`` never blocks and keeps FIFO order; the receiver is woken at most once per batch: a wake-up is
   scheduled only when none is pending, and the receiver re-arms it only when it finds the channel empty.
 - ``depth`` counts items put and not yet marked ``done`` by the receiver; ``wait_for_space`` lets the
-  sender wait while it is above the limit.
+  sender wait while it is above the limit. Waiting senders are released once the depth is down to half
+  the limit, so a sender at the limit costs one wake-up per half-inbox, not one per message.
 - ``put_urgent`` items bypass the FIFO (cancellations, global calls) and always wake the receiver.
 """
 
@@ -62,6 +63,7 @@ class Channel:
         self._receiver = receiver
         self._sender = sender
         self.limit = limit
+        self._low_water = limit // 2
         self._items: collections.deque[object] = collections.deque()
         self._urgent: collections.deque[object] = collections.deque()
         # True iff a wake-up is scheduled or the receiver is still working through the items.
@@ -151,7 +153,7 @@ class Channel:
     def mark_done(self) -> None:
         """One item is fully consumed; may let a sender waiting for space go on."""
         self.done_count += 1
-        if self._space_wanted and self.sent - self.done_count <= self.limit:
+        if self._space_wanted and self.sent - self.done_count <= self._low_water:
             self._space_wanted = False
             run_soon(self._sender, self._release_space)
 
