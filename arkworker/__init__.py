@@ -76,7 +76,7 @@ _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 def __getattr__(name: str) -> str:
     if name == "__version__":
-        from importlib.metadata import version
+        from importlib.metadata import version  # noqa: PLC0415 - only when asked for
 
         return version("arkworker")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -125,7 +125,7 @@ def pack(data: object, transfer: Iterable[object], *, share: bool, max_size: int
             blob, transferred = _pickle_with_transfer(data, list(transfer))
         else:
             blob, transferred = pickle.dumps(data, protocol=5), []
-    except Exception as exc:  # noqa: BLE001 - pickle raises many types for "cannot copy"
+    except Exception as exc:
         raise SerializationError(f"cannot copy {type(data).__name__}: {exc}") from exc
     finally:
         _state.refs = None
@@ -158,7 +158,7 @@ def unpack(obj: object) -> Any:
         if obj.transferred:
             return _TransferUnpickler(io.BytesIO(obj.blob), obj.transferred).load()
         return pickle.loads(obj.blob)
-    except Exception as exc:  # noqa: BLE001 - unpickling runs arbitrary code
+    except Exception as exc:
         raise SerializationError(f"cannot rebuild the message: {exc}") from exc
     finally:
         _state.refs = None

@@ -11,7 +11,7 @@ import enum
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from ._errors import ParameterError
 
@@ -151,10 +151,11 @@ class Handler:
         result: Callback | None = getattr(obj, self._attr, None)
         return result
 
-    def __set__(self, obj: object, fn: Callback | None) -> None:
+    def __set__(self, obj: EventTarget, fn: Callback | None) -> None:
         if fn is not None:
             check_callback(fn, self._name)
         setattr(obj, self._attr, fn)
+        obj._cache.clear()
 
 
 class _Listener:
@@ -173,10 +174,16 @@ class EventTarget:
     onerror = Handler()
 
     # Event types whose ``dispatch_event`` also calls a handler property.
-    _PROPERTY_FOR = {"message": "onmessage", "messageerror": "onmessageerror", "error": "onerror"}
+    _PROPERTY_FOR: ClassVar[dict[str, str]] = {
+        "message": "onmessage",
+        "messageerror": "onmessageerror",
+        "error": "onerror",
+    }
 
     def __init__(self) -> None:
         self._listeners: dict[str, list[_Listener]] = {}
+        # The callbacks of each event type, while they stay the same (no once listener among them).
+        self._cache: dict[str, tuple[Callback, ...]] = {}
 
     def _check_usable(self) -> None:
         """Raise if this side may no longer be used; overridden by the host handle."""
@@ -195,6 +202,7 @@ class EventTarget:
         """Remove ``fn`` from ``type``, or every listener of ``type`` when ``fn`` is omitted."""
         self._check_usable()
         _check_type(type)
+        self._cache.clear()
         if fn is None:
             self._listeners.pop(type, None)
             return
@@ -209,6 +217,7 @@ class EventTarget:
         """Remove every listener of every type (handler properties stay)."""
         self._check_usable()
         self._listeners.clear()
+        self._cache.clear()
 
     def dispatch_event(self, event: Event) -> bool:
         """Call the listeners of ``event.type`` now, synchronously; ``async`` ones are scheduled as tasks.
@@ -234,13 +243,13 @@ class EventTarget:
         listeners = self._listeners.setdefault(type, [])
         if all(entry.fn != fn for entry in listeners):
             listeners.append(_Listener(fn, once))
+            self._cache.clear()
 
-    def _has_callbacks(self, type: str) -> bool:  # noqa: A002
-        prop = self._PROPERTY_FOR.get(type)
-        return bool(self._listeners.get(type)) or (prop is not None and getattr(self, prop) is not None)
-
-    def _callbacks(self, type: str) -> list[Callback]:  # noqa: A002
+    def _callbacks(self, type: str) -> tuple[Callback, ...]:  # noqa: A002
         """The handler property (if any) then the listeners of ``type``; ``once`` listeners are removed."""
+        cached = self._cache.get(type)
+        if cached is not None:
+            return cached
         found: list[Callback] = []
         prop = self._PROPERTY_FOR.get(type)
         if prop is not None:
@@ -252,7 +261,9 @@ class EventTarget:
             found.extend(entry.fn for entry in listeners)
             if any(entry.once for entry in listeners):
                 listeners[:] = [entry for entry in listeners if not entry.once]
-        return found
+                return tuple(found)
+        self._cache[type] = result = tuple(found)
+        return result
 
     def _report_callback_error(self, exc: Exception) -> None:
         """Send an exception raised by a callback down this side's error path."""

@@ -146,7 +146,7 @@ class ThreadWorkerGlobalScope(EventTarget):
     def call_global_call_object_method(
         self, instance_name: str, method_name: str, timeout_ms: int, *args: object
     ) -> Any:
-        """Block this worker thread while the host runs ``instance.method(*args)``; return a copy of its result.
+        """Block this thread while the host runs ``instance.method(*args)``; return a copy of the result.
 
         ``timeout_ms`` is 1-5000 milliseconds; 0 or out of range means 5000. The host method's exception
         is raised here.
@@ -154,7 +154,9 @@ class ThreadWorkerGlobalScope(EventTarget):
         if not isinstance(instance_name, str) or not isinstance(method_name, str):
             raise ParameterError("instance_name and method_name must be str")
         if not isinstance(timeout_ms, (int, float)) or isinstance(timeout_ms, bool):
-            raise ParameterError(f"timeout_ms must be a number of milliseconds, not {type(timeout_ms).__name__}")
+            raise ParameterError(
+                f"timeout_ms must be a number of milliseconds, not {type(timeout_ms).__name__}"
+            )
         if not 1 <= timeout_ms <= 5000:
             timeout_ms = 5000
         packed_args = pack(args, (), share=False, max_size=self._max_size) if self._clone else args

@@ -35,10 +35,10 @@ class Script:
     def describe(self) -> str:
         """A short name for messages and default worker names."""
         if self.kind == "callable":
-            return getattr(self.target, "__qualname__", repr(self.target))
+            return str(getattr(self.target, "__qualname__", repr(self.target)))
         if self.kind == "file":
-            return os.path.basename(self.target)
-        return str(self.target)
+            return os.path.basename(str(self.target))
+        return str(self.target.name)
 
 
 def resolve(script: object) -> Script:

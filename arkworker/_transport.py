@@ -226,7 +226,8 @@ class WorkerThread:
 
     def _run(self) -> None:
         # Worker thread.
-        assert self._main is not None and self._on_end is not None
+        assert self._main is not None
+        assert self._on_end is not None
         _set_os_thread_name(self._os_name)
         _apply_priority(self._priority)
         crash: BaseException | None = None

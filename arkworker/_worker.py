@@ -201,7 +201,9 @@ class ThreadWorker(EventTarget):
 
     def _payload(self, data: object, transfer: object, share: bool) -> object:
         if self._state >= _TERMINATING:
-            raise WorkerNotRunningError(f"worker {self._label} is {self._state.name.lower()}: it takes no more messages")
+            raise WorkerNotRunningError(
+                f"worker {self._label} is {self._state.name.lower()}: it takes no more messages"
+            )
         buffers = check_transfer(transfer) if transfer else ()
         if not self._clone:
             return data
@@ -220,7 +222,9 @@ class ThreadWorker(EventTarget):
         :raises WorkerNotRunningError: after ``terminate()``, or if the worker exits before answering.
         :raises TimeoutError: if ``timeout`` expires.
         """
-        if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0):
+        if timeout is not None and (
+            not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0
+        ):
             raise ParameterError(f"timeout must be None or a number of seconds >= 0, not {timeout!r}")
         payload = self._payload(data, (), False)
         request_id = next(self._request_ids)
@@ -240,7 +244,7 @@ class ThreadWorker(EventTarget):
             raise
 
     def messages(self) -> MessageIterator:
-        """``async for data in w.messages()``: every message no handler took, in order, until the worker exits."""
+        """``async for data in w.messages()``: each message no handler took, in order, until the exit."""
         return MessageIterator(self._buffer)
 
     # -- global call objects ------------------------------------------------------------------------
@@ -272,9 +276,11 @@ class ThreadWorker(EventTarget):
             return  # the worker stopped waiting before we started
         obj = self._global_objects.get(call.instance)
         if obj is None and call.instance not in self._global_objects:
-            call.reply.set(error=GlobalCallObjectNotRegisteredError(
-                f"no global call object is registered as {call.instance!r} on worker {self._label}"
-            ))
+            call.reply.set(
+                error=GlobalCallObjectNotRegisteredError(
+                    f"no global call object is registered as {call.instance!r} on worker {self._label}"
+                )
+            )
             return
         method = getattr(obj, call.method, None)
         if (
@@ -284,9 +290,11 @@ class ThreadWorker(EventTarget):
             or inspect.isgeneratorfunction(method)
             or inspect.isasyncgenfunction(method)
         ):
-            call.reply.set(error=GlobalCallMethodNotCallableError(
-                f"{call.instance}.{call.method} is missing, not callable, async or a generator"
-            ))
+            call.reply.set(
+                error=GlobalCallMethodNotCallableError(
+                    f"{call.instance}.{call.method} is missing, not callable, async or a generator"
+                )
+            )
             return
         try:
             result = method(*unpack(call.args))
@@ -296,12 +304,17 @@ class ThreadWorker(EventTarget):
         if inspect.isawaitable(result) or inspect.isgenerator(result) or inspect.isasyncgen(result):
             if inspect.iscoroutine(result):
                 result.close()
-            call.reply.set(error=GlobalCallMethodNotCallableError(
-                f"{call.instance}.{call.method} returned {type(result).__name__}: only plain results can be sent"
-            ))
+            call.reply.set(
+                error=GlobalCallMethodNotCallableError(
+                    f"{call.instance}.{call.method} returned {type(result).__name__}: "
+                    "only plain results can be sent"
+                )
+            )
             return
         try:
-            call.reply.set(pack(result, (), share=False, max_size=self._max_message_size) if self._clone else result)
+            call.reply.set(
+                pack(result, (), share=False, max_size=self._max_message_size) if self._clone else result
+            )
         except SerializationError as exc:
             call.reply.set(error=exc)
 
@@ -373,8 +386,7 @@ class ThreadWorker(EventTarget):
                 if self._state is _STARTING:
                     self._state = _RUNNING
             elif kind is proto.Closing:
-                if self._state < _TERMINATING:
-                    self._state = _TERMINATING
+                self._state = max(self._state, _TERMINATING)
             else:
                 self._on_exited(cast("proto.Exited", item))
 
@@ -472,7 +484,9 @@ class ThreadWorker(EventTarget):
         forget(self._script)
         self._discarded = self._inbox.depth
         if self._discarded:
-            logger.warning("worker %s exited with %d inbound messages unhandled", self._label, self._discarded)
+            logger.warning(
+                "worker %s exited with %d inbound messages unhandled", self._label, self._discarded
+            )
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(WorkerNotRunningError(f"worker {self._label} exited before answering"))
@@ -484,7 +498,7 @@ class ThreadWorker(EventTarget):
         if self._parent is not None:
             self._parent._children.discard(self)
         self._exit_code = 1 if self._error_exit else 0
-        callbacks = ([self.onexit] if self.onexit is not None else []) + self._callbacks("exit")
+        callbacks = ((self.onexit,) if self.onexit is not None else ()) + self._callbacks("exit")
         result = call_in_order(callbacks, self._exit_code, self._report_callback_error)
         if result is None:
             self._settle_exit()
