@@ -230,6 +230,7 @@ class ThreadWorkerGlobalScope(EventTarget):
             if kind not in proto.TO_WORKER:
                 self._on_message(item)
             elif kind is proto.Request:
+                self._on_urgent()  # a cancellation that arrived while we were busy drops this request
                 self._on_request(cast("proto.Request", item))
             else:
                 self._state = _TERMINATING

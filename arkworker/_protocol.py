@@ -34,7 +34,10 @@ class Cancel:
 
 
 class Terminate:
-    """The last item of the inbox: everything before it is handled, then the worker exits."""
+    """The last item of the inbox: everything before it is handled, then the worker exits.
+
+    Put uncounted: it is not a message, so it never shows in the inbox depth.
+    """
 
     __slots__ = ()
 

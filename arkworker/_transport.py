@@ -80,10 +80,15 @@ class Channel:
 
     # -- sender's thread ---------------------------------------------------------------------------
 
-    def put(self, item: object) -> bool:
-        """Append ``item``; False if the receiver's loop has closed (the item then counts as undelivered)."""
+    def put(self, item: object, *, counted: bool = True) -> bool:
+        """Append ``item``; False if the receiver's loop has closed (the item then counts as undelivered).
+
+        An item put with ``counted=False`` (a control item) takes no part in ``depth``, and the receiver
+        must not mark it done.
+        """
         self._items.append(item)
-        self.sent += 1
+        if counted:
+            self.sent += 1
         if self._receiver.is_closed():
             return False
         if not self._wake_pending:

@@ -106,7 +106,7 @@ class ThreadWorker(EventTarget):
         except Exception as exc:
             raise WorkerInitializationError(f"the worker's loop_factory failed: {exc!r}") from exc
         try:
-            _limits.admit(transport, lambda: transport.inbox.put(proto.TERMINATE), self._label)
+            _limits.admit(transport, lambda: transport.inbox.put(proto.TERMINATE, counted=False), self._label)
         except WorkerInitializationError:
             transport.loop.close()
             raise
@@ -328,7 +328,7 @@ class ThreadWorker(EventTarget):
         """
         if self._state < _TERMINATING:
             self._state = _TERMINATING
-            self._inbox.put(proto.TERMINATE)
+            self._inbox.put(proto.TERMINATE, counted=False)
         return self._exit_future()
 
     async def wait(self) -> int:

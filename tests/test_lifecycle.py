@@ -1,0 +1,499 @@
+"""Worker lifecycle: states, terminate/close, exit codes, crashes and what works after termination."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+from collections.abc import AsyncIterator
+
+import pytest
+
+from arkworker import (
+    Event,
+    ThreadWorker,
+    WorkerCrashedError,
+    WorkerError,
+    WorkerNotRunningError,
+    WorkerState,
+    WorkerStatistics,
+)
+
+TIMEOUT = 5
+
+
+class LoopErrors:
+    """What reached the host loop's exception handler."""
+
+    def __init__(self) -> None:
+        self.contexts: list[dict[str, object]] = []
+        self.changed = asyncio.Event()
+
+    def handler(self, loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+        self.contexts.append(context)
+        self.changed.set()
+
+    @property
+    def exceptions(self) -> list[object]:
+        return [context.get("exception") for context in self.contexts]
+
+
+@pytest.fixture
+async def loop_errors() -> AsyncIterator[LoopErrors]:
+    """Install a recording exception handler on the test's event loop."""
+    loop = asyncio.get_running_loop()
+    errors = LoopErrors()
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(errors.handler)
+    yield errors
+    loop.set_exception_handler(previous)
+
+
+async def wait_thread(event: threading.Event) -> bool:
+    """Wait for a threading.Event set in a worker thread without blocking the host loop."""
+    return await asyncio.to_thread(event.wait, TIMEOUT)
+
+
+async def drain(w: ThreadWorker) -> list[object]:
+    """Everything left in ``w.messages()`` until it ends."""
+
+    async def go() -> list[object]:
+        return [data async for data in w.messages()]
+
+    return await asyncio.wait_for(go(), TIMEOUT)
+
+
+def echo(port):
+    """Worker callable: answer requests with the data and post every message back."""
+
+    def on_message(e):
+        port.post_message(e.data)
+        return e.data
+
+    port.onmessage = on_message
+
+
+def failing(port):
+    """Worker callable: "boom" raises ValueError("bad input"); anything else is answered with "pong"."""
+
+    def on_message(e):
+        if e.data == "boom":
+            raise ValueError("bad input")
+        return "pong"
+
+    port.onmessage = on_message
+
+
+# -- states -------------------------------------------------------------------------------------
+
+
+async def test_states_progress_starting_running_terminating_terminated():
+    """w.state goes STARTING -> RUNNING -> TERMINATING -> TERMINATED and is RUNNING when the first message is dispatched."""
+    entered = threading.Event()
+    gate = threading.Event()
+    seen_at_dispatch: list[WorkerState] = []
+    got = asyncio.Event()
+
+    def setup(port):
+        entered.set()
+        gate.wait(TIMEOUT)
+        port.post_message("ready")
+
+    def on_message(e):
+        seen_at_dispatch.append(w.state)
+        got.set()
+
+    w = ThreadWorker(setup)
+    try:
+        assert w.state is WorkerState.STARTING
+        assert isinstance(w.state, WorkerState)
+        w.onmessage = on_message
+        assert await wait_thread(entered)
+        assert w.state is WorkerState.STARTING  # top level still running
+        gate.set()
+        await asyncio.wait_for(got.wait(), TIMEOUT)
+        assert seen_at_dispatch == [WorkerState.RUNNING]
+        assert w.state is WorkerState.RUNNING
+        exiting = w.terminate()
+        assert w.state is WorkerState.TERMINATING
+    finally:
+        gate.set()
+        code = await asyncio.wait_for(w.terminate(), TIMEOUT)
+    assert code == 0
+    assert w.state is WorkerState.TERMINATED
+    assert await exiting == 0
+    assert w.statistics().state is WorkerState.TERMINATED
+
+
+async def test_terminate_without_await_then_wait():
+    """terminate() may be called without awaiting; wait() then gives the exit code after the worker ended."""
+    w = ThreadWorker(echo)
+    result = w.terminate()
+    assert inspect.isawaitable(result)
+    assert await asyncio.wait_for(w.wait(), TIMEOUT) == 0
+    assert w.exit_code == 0
+    assert w.state is WorkerState.TERMINATED
+
+
+async def test_repeated_terminate_is_harmless():
+    """Calling terminate() several times, before and after exit, never raises and always gives the exit code."""
+    w = ThreadWorker(echo)
+    first = w.terminate()
+    second = w.terminate()
+    assert await asyncio.wait_for(first, TIMEOUT) == 0
+    assert await asyncio.wait_for(second, TIMEOUT) == 0
+    assert await asyncio.wait_for(w.terminate(), TIMEOUT) == 0
+    assert await asyncio.wait_for(w.wait(), TIMEOUT) == 0
+
+
+async def test_terminate_drains_queued_input_and_delivers_worker_posts():
+    """Every message posted before terminate() is handled, and what the worker posts while draining is delivered."""
+    entered = threading.Event()
+    gate = threading.Event()
+    handled: list[int] = []
+    delivered: list[object] = []
+
+    def setup(port):
+        def on_message(e):
+            if e.data == 0:
+                entered.set()
+                gate.wait(TIMEOUT)
+            handled.append(e.data)
+            port.post_message(("done", e.data))
+
+        port.onmessage = on_message
+
+    w = ThreadWorker(setup)
+    w.onmessage = lambda e: delivered.append(e.data)
+    w.post_message(0)
+    assert await wait_thread(entered)
+    for i in range(1, 50):
+        w.post_message(i)
+    exiting = w.terminate()
+    gate.set()
+    assert await asyncio.wait_for(exiting, TIMEOUT) == 0
+    assert handled == list(range(50))
+    assert delivered == [("done", i) for i in range(50)]
+    assert w.statistics().discarded == 0
+
+
+async def test_worker_close_discards_queued_input_and_reports_count():
+    """Worker-side close() stops after the current handler; queued input is discarded and counted in statistics().discarded."""
+    entered = threading.Event()
+    gate = threading.Event()
+    handled: list[object] = []
+
+    def setup(port):
+        def on_message(e):
+            handled.append(e.data)
+            if e.data == "close":
+                entered.set()
+                gate.wait(TIMEOUT)
+                port.close()
+                port.close()  # repeated close is harmless
+
+        port.onmessage = on_message
+
+    w = ThreadWorker(setup)
+    w.post_message("close")
+    assert await wait_thread(entered)
+    for i in range(5):
+        w.post_message(i)
+    gate.set()
+    assert await asyncio.wait_for(w.wait(), TIMEOUT) == 0
+    assert handled == ["close"]
+    assert w.statistics().discarded == 5
+    assert w.state is WorkerState.TERMINATED
+
+
+# -- exit codes and crashes ---------------------------------------------------------------------
+
+
+async def test_exit_code_zero_normally():
+    """A worker that had no error exits with code 0."""
+    async with ThreadWorker(echo) as w:
+        assert await asyncio.wait_for(w.request("x"), TIMEOUT) == "x"
+    assert w.exit_code == 0
+    assert await w.wait() == 0
+
+
+async def test_exit_code_sticky_one_after_error_even_when_onallerrors_keeps_worker_alive():
+    """After a worker error handled by onallerrors the worker keeps running, but its exit code is 1."""
+    seen = asyncio.Event()
+    async with ThreadWorker(failing) as w:
+        w.onallerrors = lambda event: seen.set()
+        w.post_message("boom")
+        await asyncio.wait_for(seen.wait(), TIMEOUT)
+        assert await asyncio.wait_for(w.request("ping"), TIMEOUT) == "pong"
+        assert w.state is WorkerState.RUNNING
+        assert w.exit_code is None
+        assert w.statistics().errors == 1
+    assert w.exit_code == 1
+    assert await w.wait() == 1
+
+
+async def test_exit_code_one_after_worker_side_message_error():
+    """A message error in the worker (an uncopyable post) makes the exit code 1 although the worker keeps running."""
+
+    def setup(port):
+        def on_message(e):
+            try:
+                port.post_message(lambda: None)
+            except WorkerError:
+                pass
+            return "survived"
+
+        port.onmessage = on_message
+
+    async with ThreadWorker(setup) as w:
+        assert await asyncio.wait_for(w.request("x"), TIMEOUT) == "survived"
+    assert w.exit_code == 1
+
+
+async def test_async_with_raises_worker_crashed_error_for_unhandled_error():
+    """Leaving `async with` after an unhandled worker error raises WorkerCrashedError caused by the original exception."""
+    with pytest.raises(WorkerCrashedError) as info:
+        async with ThreadWorker(failing) as w:
+            w.post_message("boom")
+            assert await asyncio.wait_for(w.wait(), TIMEOUT) == 1
+    cause = info.value.__cause__
+    assert isinstance(cause, ValueError)
+    assert str(cause) == "bad input"
+    assert w.state is WorkerState.TERMINATED
+
+
+async def test_async_with_no_crash_error_when_onerror_set():
+    """With an onerror handler set, leaving `async with` after a worker error raises nothing; exit code is 1."""
+    seen: list[object] = []
+    async with ThreadWorker(failing) as w:
+        w.onerror = seen.append
+        w.post_message("boom")
+        assert await asyncio.wait_for(w.wait(), TIMEOUT) == 1
+    assert len(seen) == 1
+    assert isinstance(seen[0].error, ValueError)
+
+
+async def test_unhandled_error_without_async_with_goes_to_loop_handler(loop_errors):
+    """Without `async with`, an unhandled worker error goes to the loop's exception handler and wait() returns 1."""
+    w = ThreadWorker(failing)
+    w.post_message("boom")
+    assert await asyncio.wait_for(w.wait(), TIMEOUT) == 1
+    errors = [exc for exc in loop_errors.exceptions if isinstance(exc, ValueError)]
+    assert len(errors) == 1
+    assert str(errors[0]) == "bad input"
+    assert w.state is WorkerState.TERMINATED
+
+
+async def test_pending_requests_settle_with_typed_error_when_worker_closes():
+    """Requests still queued when the worker closes itself fail with WorkerNotRunningError instead of hanging."""
+    entered = threading.Event()
+    gate = threading.Event()
+    ran: list[object] = []
+
+    def setup(port):
+        def on_message(e):
+            ran.append(e.data)
+            if e.data == "close":
+                entered.set()
+                gate.wait(TIMEOUT)
+                port.close()
+                return "closing"
+            return "answered"
+
+        port.onmessage = on_message
+
+    w = ThreadWorker(setup)
+    first = asyncio.create_task(w.request("close"))
+    second = asyncio.create_task(w.request("queued"))
+    third = asyncio.create_task(w.request("also queued"))
+    assert await wait_thread(entered)
+    assert w.statistics().requests == 3
+    gate.set()
+    results = await asyncio.wait_for(asyncio.gather(first, second, third, return_exceptions=True), TIMEOUT)
+    assert results[0] == "closing"
+    assert isinstance(results[1], WorkerNotRunningError)
+    assert isinstance(results[2], WorkerNotRunningError)
+    assert ran == ["close"]
+    assert await asyncio.wait_for(w.wait(), TIMEOUT) == 0
+    assert w.statistics().pending_requests == 0
+
+
+# -- after terminate ----------------------------------------------------------------------------
+
+AFTER_TERMINATE_CALLS = {
+    "post_message": lambda w: w.post_message("x"),
+    "post_message_with_shared_sendable": lambda w: w.post_message_with_shared_sendable("x"),
+    "register_global_call_object": lambda w: w.register_global_call_object("obj", object()),
+}
+
+
+@pytest.mark.parametrize("when", ["terminating", "terminated"])
+@pytest.mark.parametrize("call", list(AFTER_TERMINATE_CALLS))
+async def test_sending_after_terminate_raises_worker_not_running(call, when):
+    """After terminate(), post_message*, register_global_call_object raise WorkerNotRunningError (10200004)."""
+    w = ThreadWorker(echo)
+    exiting = w.terminate()
+    if when == "terminated":
+        await asyncio.wait_for(exiting, TIMEOUT)
+    try:
+        with pytest.raises(WorkerNotRunningError) as info:
+            AFTER_TERMINATE_CALLS[call](w)
+        assert info.value.code == 10200004
+    finally:
+        await asyncio.wait_for(exiting, TIMEOUT)
+
+
+@pytest.mark.parametrize("when", ["terminating", "terminated"])
+async def test_request_after_terminate_raises_worker_not_running(when):
+    """After terminate(), request() raises WorkerNotRunningError (10200004)."""
+    w = ThreadWorker(echo)
+    exiting = w.terminate()
+    if when == "terminated":
+        await asyncio.wait_for(exiting, TIMEOUT)
+    try:
+        with pytest.raises(WorkerNotRunningError) as info:
+            await asyncio.wait_for(w.request("x"), TIMEOUT)
+        assert info.value.code == 10200004
+    finally:
+        await asyncio.wait_for(exiting, TIMEOUT)
+
+
+LISTENER_CALLS = {
+    "on": lambda w: w.on("message", print),
+    "once": lambda w: w.once("message", print),
+    "off": lambda w: w.off("message", print),
+    "add_event_listener": lambda w: w.add_event_listener("message", print),
+    "remove_event_listener": lambda w: w.remove_event_listener("message"),
+    "remove_all_listener": lambda w: w.remove_all_listener(),
+    "dispatch_event": lambda w: w.dispatch_event(Event("custom")),
+    "unregister_global_call_object": lambda w: w.unregister_global_call_object(),
+}
+
+
+@pytest.mark.parametrize("call", list(LISTENER_CALLS))
+async def test_listener_methods_raise_once_terminated(call):
+    """Once TERMINATED the listener methods raise WorkerNotRunningError; while TERMINATING they still work."""
+    w = ThreadWorker(echo)
+    exiting = w.terminate()
+    assert w.state is WorkerState.TERMINATING
+    LISTENER_CALLS[call](w)  # still allowed while terminating
+    assert await asyncio.wait_for(exiting, TIMEOUT) == 0
+    with pytest.raises(WorkerNotRunningError) as info:
+        LISTENER_CALLS[call](w)
+    assert info.value.code == 10200004
+
+
+async def test_terminated_worker_still_answers_state_queries():
+    """Once TERMINATED, terminate(), wait(), exit_code, state, statistics() work and messages() simply ends."""
+    w = ThreadWorker(echo)
+    assert await asyncio.wait_for(w.terminate(), TIMEOUT) == 0
+    assert await asyncio.wait_for(w.terminate(), TIMEOUT) == 0
+    assert await asyncio.wait_for(w.wait(), TIMEOUT) == 0
+    assert w.exit_code == 0
+    assert w.state is WorkerState.TERMINATED
+    stats = w.statistics()
+    assert isinstance(stats, WorkerStatistics)
+    assert stats.state is WorkerState.TERMINATED
+    assert await drain(w) == []
+
+
+async def test_worker_thread_gone_after_terminate():
+    """After `await w.terminate()` the worker's thread `arkworker-<name>` has ended."""
+    threads: list[threading.Thread] = []
+
+    def setup(port):
+        threads.append(threading.current_thread())
+        port.onmessage = lambda e: e.data
+
+    w = ThreadWorker(setup, name="lc-gone")
+    try:
+        assert await asyncio.wait_for(w.request("up?"), TIMEOUT) == "up?"
+        assert [t.name for t in threads] == ["arkworker-lc-gone"]
+        assert threads[0].is_alive()
+        assert threads[0] in threading.enumerate()
+    finally:
+        assert await asyncio.wait_for(w.terminate(), TIMEOUT) == 0
+    assert not threads[0].is_alive()
+    assert not [t for t in threading.enumerate() if t.name == "arkworker-lc-gone"]
+
+
+# -- exceptions in onerror / onexit -------------------------------------------------------------
+
+
+async def test_exception_in_host_onerror_goes_to_loop_handler(loop_errors):
+    """An exception raised in a host onerror goes to the loop's exception handler and the worker still exits with 1."""
+    boom = RuntimeError("onerror failed")
+
+    def on_error(event):
+        raise boom
+
+    w = ThreadWorker(failing)
+    w.onerror = on_error
+    w.post_message("boom")
+    assert await asyncio.wait_for(w.wait(), TIMEOUT) == 1
+    assert boom in loop_errors.exceptions
+    # The worker error itself was handled (onerror was set), so it is not reported as unhandled.
+    assert not [exc for exc in loop_errors.exceptions if isinstance(exc, ValueError)]
+
+
+@pytest.mark.parametrize(("trigger_error", "expected"), [(False, 0), (True, 1)])
+async def test_exception_in_host_onexit_goes_to_loop_handler(loop_errors, trigger_error, expected):
+    """An exception raised in a host onexit goes to the loop's exception handler and the exit code is unchanged."""
+    boom = RuntimeError("onexit failed")
+
+    def on_exit(code):
+        raise boom
+
+    w = ThreadWorker(failing)
+    w.onexit = on_exit
+    w.onerror = lambda event: None
+    if trigger_error:
+        w.post_message("boom")
+        assert await asyncio.wait_for(w.wait(), TIMEOUT) == expected
+    assert await asyncio.wait_for(w.terminate(), TIMEOUT) == expected
+    assert w.exit_code == expected
+    assert loop_errors.exceptions == [boom]
+
+
+# -- callable scripts ---------------------------------------------------------------------------
+
+
+async def test_callable_coroutine_return_closes_worker_with_zero():
+    """A callable script whose coroutine returns closes the worker with exit code 0; what it posted is delivered."""
+
+    async def life(port):
+        port.post_message("alive")
+        await asyncio.sleep(0)
+        port.post_message("done")
+
+    w = ThreadWorker(life)
+    assert await asyncio.wait_for(w.wait(), TIMEOUT) == 0
+    assert w.state is WorkerState.TERMINATED
+    assert await drain(w) == ["alive", "done"]
+
+
+async def test_callable_coroutine_exception_takes_error_path():
+    """A callable script whose coroutine raises reaches onerror with that exception and exits with code 1."""
+    seen: list[object] = []
+
+    async def life(port):
+        await asyncio.sleep(0)
+        raise KeyError("life failed")
+
+    w = ThreadWorker(life)
+    w.onerror = seen.append
+    assert await asyncio.wait_for(w.wait(), TIMEOUT) == 1
+    assert len(seen) == 1
+    assert isinstance(seen[0].error, KeyError)
+
+
+async def test_callable_coroutine_exception_unhandled_crashes_async_with():
+    """An unhandled exception from a callable script's coroutine makes `async with` raise WorkerCrashedError."""
+
+    async def life(port):
+        raise KeyError("life failed")
+
+    with pytest.raises(WorkerCrashedError) as info:
+        async with ThreadWorker(life) as w:
+            assert await asyncio.wait_for(w.wait(), TIMEOUT) == 1
+    assert isinstance(info.value.__cause__, KeyError)

@@ -1,0 +1,397 @@
+"""Messaging between host and worker: post_message, backpressure, messages(), request() and statistics()."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+import traceback
+
+import pytest
+
+from arkworker import ThreadWorker, WorkerError, WorkerState
+
+TIMEOUT = 5
+
+
+async def wait_thread(event: threading.Event) -> bool:
+    """Wait for a threading.Event set in a worker thread without blocking the host loop."""
+    return await asyncio.to_thread(event.wait, TIMEOUT)
+
+
+async def take(w: ThreadWorker, n: int) -> list[object]:
+    """Read exactly ``n`` messages from ``w.messages()``, failing after TIMEOUT seconds."""
+    out: list[object] = []
+
+    async def go() -> None:
+        async for data in w.messages():
+            out.append(data)
+            if len(out) == n:
+                return
+
+    await asyncio.wait_for(go(), TIMEOUT)
+    return out
+
+
+async def drain(w: ThreadWorker) -> list[object]:
+    """Everything left in ``w.messages()`` until it ends (the worker exited)."""
+
+    async def go() -> list[object]:
+        return [data async for data in w.messages()]
+
+    return await asyncio.wait_for(go(), TIMEOUT)
+
+
+def echo(port):
+    """Worker callable: post every message straight back."""
+    port.onmessage = lambda e: port.post_message(e.data)
+
+
+# -- post_message ---------------------------------------------------------------------------------
+
+
+async def test_many_messages_arrive_in_order_none_lost():
+    """Thousands of messages posted without awaiting reach the worker and come back all, in order."""
+    seen: list[int] = []
+
+    def setup(port):
+        def on_message(e):
+            seen.append(e.data)
+            port.post_message(e.data)
+
+        port.onmessage = on_message
+
+    n = 2000
+    async with ThreadWorker(setup) as w:
+        for i in range(n):
+            w.post_message(i)
+        assert await take(w, n) == list(range(n))
+    assert seen == list(range(n))
+
+
+async def test_post_message_callable_from_sync_code_and_awaitable():
+    """post_message works from a plain function and returns an awaitable that completes."""
+    got = asyncio.Event()
+    received: list[object] = []
+
+    def on_message(e):
+        received.append(e.data)
+        got.set()
+
+    async with ThreadWorker(echo) as w:
+        w.onmessage = on_message
+
+        def sync_caller():
+            return w.post_message({"from": "sync"})
+
+        result = sync_caller()
+        assert inspect.isawaitable(result)
+        await asyncio.wait_for(result, TIMEOUT)
+        await asyncio.wait_for(got.wait(), TIMEOUT)
+        assert received == [{"from": "sync"}]
+
+
+async def test_backpressure_waits_while_worker_inbox_above_max_inbox():
+    """await post_message() stays pending while the worker inbox is above max_inbox and completes once it drains."""
+    entered = threading.Event()
+    gate = threading.Event()
+    handled: list[int] = []
+
+    def setup(port):
+        def on_message(e):
+            if e.data == 0:
+                entered.set()
+                gate.wait(TIMEOUT)
+            handled.append(e.data)
+
+        port.onmessage = on_message
+
+    async with ThreadWorker(setup, max_inbox=4) as w:
+        w.post_message(0)
+        assert await wait_thread(entered)
+        for i in range(1, 3):
+            w.post_message(i)
+        at_limit = asyncio.ensure_future(w.post_message(3))  # depth 4 == max_inbox: no wait
+        await asyncio.wait_for(at_limit, TIMEOUT)
+        over = asyncio.ensure_future(w.post_message(4))  # depth 5 > max_inbox
+        assert w.statistics().inbox_depth == 5
+        done, _ = await asyncio.wait([over], timeout=0.05)
+        assert not done, "post_message must wait while the worker inbox is above max_inbox"
+        assert not over.done()
+        gate.set()
+        await asyncio.wait_for(over, TIMEOUT)
+    assert handled == [0, 1, 2, 3, 4]
+
+
+async def test_messages_posted_before_top_level_finished_are_delivered_after_it():
+    """Messages posted while the script's top level still runs are queued and handled after it, in order."""
+    entered = threading.Event()
+    release = threading.Event()
+
+    def setup(port):
+        entered.set()
+        release.wait(TIMEOUT)
+        port.onmessage = lambda e: port.post_message(("late handler", e.data))
+
+    async with ThreadWorker(setup) as w:
+        w.post_message("a")
+        assert await wait_thread(entered)
+        assert w.state is WorkerState.STARTING
+        w.post_message("b")
+        w.post_message("c")
+        release.set()
+        assert await take(w, 3) == [("late handler", "a"), ("late handler", "b"), ("late handler", "c")]
+
+
+async def test_messages_buffered_without_handler_then_read_through_messages():
+    """With no host handler set, worker messages are buffered (none dropped) and read in order via messages()."""
+
+    def setup(port):
+        def on_message(e):
+            for i in range(e.data):
+                port.post_message(i)
+
+        port.onmessage = on_message
+
+    async with ThreadWorker(setup) as w:
+        w.post_message(50)
+        assert await take(w, 50) == list(range(50))
+
+
+async def test_message_goes_to_handler_or_buffer_never_both():
+    """A message dispatched while onmessage is set does not also appear in messages()."""
+    got = asyncio.Event()
+    handled: list[object] = []
+
+    def on_message(e):
+        handled.append(e.data)
+        got.set()
+
+    async with ThreadWorker(echo) as w:
+        w.post_message("buffered")
+        assert await take(w, 1) == ["buffered"]
+        w.onmessage = on_message
+        w.post_message("handled")
+        await asyncio.wait_for(got.wait(), TIMEOUT)
+    assert handled == ["handled"]
+    assert await drain(w) == []
+
+
+async def test_messages_buffered_are_kept_after_exit_and_iteration_ends():
+    """Messages buffered before the worker exited are still readable and messages() then ends."""
+
+    def setup(port):
+        for i in range(3):
+            port.post_message(i)
+
+    w = ThreadWorker(setup)
+    assert await asyncio.wait_for(w.terminate(), TIMEOUT) == 0
+    assert await drain(w) == [0, 1, 2]
+
+
+async def test_messages_iteration_ends_when_worker_exits():
+    """An active `async for` over messages() finishes once the worker closes itself."""
+
+    def setup(port):
+        def on_message(e):
+            port.post_message("last words")
+            port.close()
+
+        port.onmessage = on_message
+
+    async with ThreadWorker(setup) as w:
+        reader = asyncio.create_task(drain(w))
+        w.post_message("bye")
+        assert await asyncio.wait_for(reader, TIMEOUT) == ["last words"]
+        assert await asyncio.wait_for(w.wait(), TIMEOUT) == 0
+
+
+async def test_worker_side_messages_iterator_replaces_onmessage():
+    """A worker may consume its inbox with `async for data in port.messages()` instead of onmessage."""
+
+    async def life(port):
+        async for data in port.messages():
+            if data == "stop":
+                return
+            port.post_message(data * 2)
+
+    async with ThreadWorker(life) as w:
+        for i in range(5):
+            w.post_message(i)
+        w.post_message("stop")
+        assert await asyncio.wait_for(w.wait(), TIMEOUT) == 0
+        assert await drain(w) == [0, 2, 4, 6, 8]
+
+
+# -- request ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_request_returns_handler_return_value(kind):
+    """request() returns what the worker's sync or async onmessage handler returned."""
+
+    def setup(port):
+        if kind == "sync":
+            port.onmessage = lambda e: {"double": e.data * 2}
+        else:
+
+            async def on_message(e):
+                await asyncio.sleep(0)
+                return {"double": e.data * 2}
+
+            port.onmessage = on_message
+
+    async with ThreadWorker(setup) as w:
+        assert await asyncio.wait_for(w.request(21), TIMEOUT) == {"double": 42}
+        assert await asyncio.wait_for(w.request("ab"), TIMEOUT) == {"double": "abab"}
+        stats = w.statistics()
+        assert stats.requests == 2
+
+
+@pytest.mark.parametrize("data", ["sync-key", "async:key"])
+async def test_request_exception_reraised_with_type_and_worker_traceback(scripts, data):
+    """A handler's exception is re-raised by request() with its type and a traceback naming the worker script."""
+    errors: list[object] = []
+    async with ThreadWorker(scripts / "msg_raiser.py") as w:
+        w.onerror = errors.append
+        with pytest.raises(LookupError, match="no such key") as info:
+            await asyncio.wait_for(w.request(data), TIMEOUT)
+        rendered = "".join(traceback.format_exception(info.value))
+        assert "msg_raiser.py" in rendered
+        assert "in fail" in rendered
+        # The worker is unaffected: it keeps answering, no onerror, exit code stays 0.
+        assert await asyncio.wait_for(w.request("ok"), TIMEOUT) == "fine"
+    assert errors == []
+    assert w.exit_code == 0
+
+
+@pytest.mark.parametrize("how", ["timeout", "cancel"])
+async def test_request_timeout_or_cancel_cancels_worker_handler(how):
+    """A request's timeout (or cancelling its task) cancels the handler's task in the worker."""
+    started = threading.Event()
+    cancelled = threading.Event()
+
+    def setup(port):
+        async def on_message(e):
+            if e.data == "ping":
+                return "pong"
+            started.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+        port.onmessage = on_message
+
+    async with ThreadWorker(setup) as w:
+        assert await asyncio.wait_for(w.request("ping"), TIMEOUT) == "pong"
+        if how == "timeout":
+            with pytest.raises(TimeoutError):
+                await w.request("hang", timeout=0.2)
+            assert started.is_set()
+        else:
+            task = asyncio.create_task(w.request("hang"))
+            assert await wait_thread(started)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        assert await wait_thread(cancelled), "the worker-side handler task never saw CancelledError"
+        # The worker goes on answering afterwards.
+        assert await asyncio.wait_for(w.request("ping"), TIMEOUT) == "pong"
+    assert w.exit_code == 0
+
+
+@pytest.mark.parametrize("blocker", ["sync", "async"])
+async def test_request_cancelled_before_handler_started_never_runs(blocker):
+    """A request whose caller gave up while it was still queued is dropped: its handler never runs."""
+    entered = threading.Event()
+    gate = threading.Event()
+    ran = threading.Event()
+
+    def setup(port):
+        def on_message(e):
+            if e.data == "block":
+                entered.set()
+                if blocker == "sync":
+                    gate.wait(TIMEOUT)
+                    return "unblocked"
+
+                async def wait_gate():
+                    await asyncio.to_thread(gate.wait, TIMEOUT)
+                    return "unblocked"
+
+                return wait_gate()
+            if e.data == "victim":
+                ran.set()
+                return "ran"
+            return e.data
+
+        port.onmessage = on_message
+
+    async with ThreadWorker(setup) as w:
+        blocked = asyncio.create_task(w.request("block"))
+        assert await wait_thread(entered)
+        with pytest.raises(TimeoutError):
+            await w.request("victim", timeout=0.05)
+        gate.set()
+        assert await asyncio.wait_for(blocked, TIMEOUT) == "unblocked"
+        # FIFO: once "probe" is answered, "victim" was either dropped or handled.
+        assert await asyncio.wait_for(w.request("probe"), TIMEOUT) == "probe"
+        assert not ran.is_set(), "the handler of a request cancelled before it started ran anyway"
+
+
+async def test_request_without_onmessage_raises_worker_error():
+    """request() to a worker with no onmessage handler fails with a WorkerError that says so."""
+    async with ThreadWorker(lambda port: None) as w:
+        with pytest.raises(WorkerError, match="onmessage"):
+            await asyncio.wait_for(w.request("anyone?"), TIMEOUT)
+    assert w.exit_code == 0
+
+
+# -- statistics ---------------------------------------------------------------------------------
+
+
+async def test_statistics_counts_messages_requests_and_depths():
+    """statistics() counts sent/received messages, requests and both inbox depths."""
+    entered = threading.Event()
+    gate = threading.Event()
+
+    def setup(port):
+        def on_message(e):
+            if e.data == "block":
+                entered.set()
+                gate.wait(TIMEOUT)
+            elif e.data == "burst":
+                for i in range(3):
+                    port.post_message(i)
+            return "answer"
+
+        port.onmessage = on_message
+
+    async with ThreadWorker(setup) as w:
+        stats = w.statistics()
+        assert (stats.messages_sent, stats.messages_received, stats.requests) == (0, 0, 0)
+
+        # Worker inbox depth: messages posted and not yet handled.
+        w.post_message("block")
+        assert await wait_thread(entered)
+        w.post_message("x")
+        w.post_message("y")
+        assert w.statistics().inbox_depth == 3
+        gate.set()
+
+        # A request's reply comes after the 3 messages its handler posted, so they are all here now.
+        assert await asyncio.wait_for(w.request("burst"), TIMEOUT) == "answer"
+        stats = w.statistics()
+        assert stats.host_inbox_depth == 3
+        assert stats.inbox_depth == 0
+        assert stats.messages_sent == 4  # 3 messages + 1 request
+        assert stats.requests == 1
+        assert stats.messages_received == 4  # 3 messages + 1 reply
+        assert stats.state is WorkerState.RUNNING
+
+        assert await take(w, 1) == [0]
+        assert w.statistics().host_inbox_depth == 2
+        assert await take(w, 2) == [1, 2]
+        assert w.statistics().host_inbox_depth == 0
