@@ -38,6 +38,20 @@ def is_immutable(data: object) -> bool:
     return False
 
 
+def _size_bound(data: object) -> int:
+    # An upper bound of the pickled size of immutable ``data``, cheap to compute.
+    kind = type(data)
+    if kind is str:
+        return 4 * len(data) + 16  # type: ignore[arg-type]
+    if kind is bytes:
+        return len(data) + 16  # type: ignore[arg-type]
+    if kind is int:
+        return data.bit_length() // 8 + 16  # type: ignore[attr-defined]
+    if kind is tuple or kind is frozenset:
+        return 16 + sum(_size_bound(item) for item in data)  # type: ignore[attr-defined]
+    return 32
+
+
 class Packed:
     """A copied message in flight: the pickle, and the objects that cross by reference."""
 
@@ -116,6 +130,8 @@ def check_transfer(transfer: object) -> list[object]:
 def pack(data: object, transfer: Iterable[object], *, share: bool, max_size: int) -> object:
     """Sender's thread: what crosses for ``data``. Raises ``SerializationError`` if it cannot be copied."""
     if not transfer and is_immutable(data):
+        if _size_bound(data) > max_size and len(pickle.dumps(data, protocol=5)) > max_size:
+            raise SerializationError(f"message is over the {max_size}-byte max_message_size when copied")
         return data
     refs: list[object] = []
     _state.refs = refs

@@ -1,0 +1,575 @@
+"""Data crossing threads (SPEC §4): copies, classes, clone=False, uncopyable messages, transfer, sendables."""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import contextlib
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+import arkworker
+from arkworker import ErrorEvent, ParameterError, SerializationError, ThreadWorker
+
+
+class Point:
+    """A plain class of the test module: instances must cross with their class intact."""
+
+    def __init__(self, x: int, y: int) -> None:
+        self.x = x
+        self.y = y
+
+    def norm2(self) -> int:
+        return self.x * self.x + self.y * self.y
+
+
+@arkworker.sendable
+class Counter:
+    """A sendable: copied by post_message, shared by post_message_with_shared_sendable."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+
+def echo(port):
+    """Worker script: every request is answered with the message itself."""
+    port.onmessage = lambda e: e.data
+
+
+def recorder(received: list, on_data=None):
+    """A worker script that records every received object (in the worker thread) and answers "flush"."""
+
+    def setup(port):
+        def on_message(e):
+            if isinstance(e.data, str) and e.data == "flush":
+                return "flushed"
+            received.append(e.data)
+            if on_data is not None:
+                return on_data(e.data)
+            return None
+
+        port.onmessage = on_message
+
+    return setup
+
+
+@contextlib.contextmanager
+def captured_loop_exceptions() -> Iterator[list[dict]]:
+    """Capture what reaches the running loop's exception handler during the block."""
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    contexts: list[dict] = []
+    loop.set_exception_handler(lambda _loop, context: contexts.append(context))
+    try:
+        yield contexts
+    finally:
+        loop.set_exception_handler(previous)
+
+
+async def next_message(w: ThreadWorker):
+    """The next message the worker posted that no handler took."""
+    return await asyncio.wait_for(anext(aiter(w.messages())), timeout=5)
+
+
+# -- copy isolation -------------------------------------------------------------------------------------
+
+
+async def test_worker_mutating_received_dict_leaves_host_object_unchanged():
+    """A worker that mutates a received dict/list never changes the host's original object."""
+
+    def mutate(data):
+        data["items"].append(99)
+        data["new"] = True
+        return data
+
+    received: list = []
+    original = {"items": [1, 2], "nested": {"k": [3]}}
+    async with ThreadWorker(recorder(received, mutate)) as w:
+        mutated = await w.request(original)
+    assert mutated == {"items": [1, 2, 99], "nested": {"k": [3]}, "new": True}
+    assert original == {"items": [1, 2], "nested": {"k": [3]}}
+    assert received[0] is not original
+
+
+async def test_host_mutating_after_post_does_not_reach_worker():
+    """The worker receives the message as it was when posted, whatever the host does to it afterwards."""
+    received: list = []
+    data = [1, {"a": [2]}]
+    async with ThreadWorker(recorder(received)) as w:
+        w.post_message(data)
+        data.append(3)
+        data[1]["a"].append(4)
+        await w.request("flush")
+    assert received == [[1, {"a": [2]}]]
+
+
+async def test_host_mutating_received_object_leaves_worker_object_unchanged():
+    """Objects the worker sends are copies: the host mutating them never changes the worker's own object."""
+    state = {"items": [1, 2]}
+
+    def setup(port):
+        def on_message(e):
+            if e.data == "get":
+                return state
+            port.post_message(state)
+            state["items"].append("after-post")  # must not reach the host's copy
+            return None
+
+        port.onmessage = on_message
+
+    async with ThreadWorker(setup) as w:
+        got = await w.request("get")
+        assert got == {"items": [1, 2]}
+        assert got is not state
+        got["items"].append(3)
+        assert await w.request("get") == {"items": [1, 2]}
+        assert state == {"items": [1, 2]}
+        w.post_message("post")
+        posted = await next_message(w)
+    assert posted == {"items": [1, 2]}
+    assert state == {"items": [1, 2, "after-post"]}
+
+
+# -- classes ------------------------------------------------------------------------------------------
+
+
+async def test_instance_of_test_module_class_keeps_its_class():
+    """An instance of a class defined in the host's module arrives in the worker and back with its class."""
+
+    def inspect_point(p):
+        return (type(p) is Point, p.norm2(), p)
+
+    p = Point(3, 4)
+    async with ThreadWorker(recorder([], inspect_point)) as w:
+        is_point_in_worker, norm2_in_worker, back = await w.request(p)
+    assert is_point_in_worker is True
+    assert norm2_in_worker == 25
+    assert type(back) is Point
+    assert back is not p
+    assert (back.x, back.y, back.norm2()) == (3, 4, 25)
+
+
+async def test_instance_of_class_defined_in_worker_script_reaches_host(scripts):
+    """An instance of a class defined inside a worker script file reaches the host intact, methods included."""
+    async with ThreadWorker(scripts / "data_reading.py") as w:
+        reading = await w.request("make")
+        assert type(reading).__name__ == "Reading"
+        assert reading.sensor == "t1"
+        assert reading.mean() == 2.0
+        cls, other = await w.request("pair")
+        assert type(other) is cls is type(reading)  # classes travel by reference
+        assert other.mean() == 4.0
+        w.post_message("post")
+        posted = await next_message(w)
+        assert type(posted) is cls
+        assert posted.mean() == 6.0
+        # Sent back, the worker recognises an instance of its own class.
+        assert await w.request(("is-reading", reading)) == 2.0
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        0,
+        -5,
+        2**100,
+        1.5,
+        "héllo",
+        "",
+        b"\x00\xff",
+        None,
+        True,
+        (1, "a", b"b"),
+        ((1, 2), ("x", (None,))),
+        frozenset({1, "a"}),
+    ],
+    ids=repr,
+)
+async def test_immutable_builtins_arrive_equal(value):
+    """Immutable builtins and tuples/frozensets of them arrive equal and of the same type."""
+    async with ThreadWorker(echo) as w:
+        out = await w.request(value)
+    assert out == value
+    assert type(out) is type(value)
+
+
+async def test_clone_false_passes_the_very_same_object():
+    """With clone=False both directions pass the very same object, not a copy."""
+    received: list = []
+    owned = {"worker": ["owned"]}
+
+    def setup(port):
+        def on_message(e):
+            if e.data == "send-owned":
+                port.post_message(owned)
+                return None
+            received.append(e.data)
+            return e.data
+
+        port.onmessage = on_message
+
+    data = {"host": [1, 2]}
+    async with ThreadWorker(setup, clone=False) as w:
+        back = await w.request(data)
+        w.post_message("send-owned")
+        got = await next_message(w)
+    assert received[0] is data
+    assert back is data
+    assert got is owned
+
+
+# -- uncopyable messages --------------------------------------------------------------------------------
+
+
+def _generator():
+    yield 1
+
+
+UNCOPYABLE = {
+    "lambda": lambda: lambda: 42,
+    "lock": threading.Lock,
+    "generator": _generator,
+    "nested-lambda": lambda: {"ok": [1], "bad": lambda: 0},
+}
+
+
+@pytest.mark.parametrize("make", UNCOPYABLE.values(), ids=UNCOPYABLE.keys())
+async def test_uncopyable_message_raises_after_onmessageerror_and_worker_keeps_running(make):
+    """An uncopyable message raises SerializationError after onmessageerror got its ErrorEvent; the worker lives."""
+    events: list = []
+    listened: list = []
+
+    async with ThreadWorker(echo) as w:
+
+        def on_message_error(event):
+            events.append(event)
+
+        w.onmessageerror = on_message_error
+        w.on("messageerror", listened.append)
+        with pytest.raises(SerializationError) as caught:
+            w.post_message(make())
+        assert caught.value.code == 10200006
+        assert len(events) == 1
+        event = events[0]
+        assert isinstance(event, ErrorEvent)
+        assert event.error is caught.value
+        assert listened == [event]
+        assert await w.request("still alive") == "still alive"
+
+
+async def test_uncopyable_message_with_shared_sendable_raises_too():
+    """post_message_with_shared_sendable raises SerializationError for an uncopyable message as well."""
+    events: list = []
+    async with ThreadWorker(echo) as w:
+        w.onmessageerror = events.append
+        with pytest.raises(SerializationError):
+            w.post_message_with_shared_sendable({"c": Counter(), "f": lambda: 0})
+        assert len(events) == 1
+        assert isinstance(events[0].error, SerializationError)
+        assert await w.request(1) == 1
+
+
+async def test_raising_onmessageerror_goes_to_loop_handler_and_error_still_raised():
+    """If onmessageerror raises, SerializationError is still raised and its exception reaches the loop handler."""
+    boom = RuntimeError("onmessageerror failed")
+
+    def bad_handler(event):
+        raise boom
+
+    with captured_loop_exceptions() as contexts:
+        async with ThreadWorker(echo) as w:
+            w.onmessageerror = bad_handler
+            with pytest.raises(SerializationError):
+                w.post_message(lambda: 0)
+            assert await w.request("ok") == "ok"
+    assert [c.get("exception") for c in contexts] == [boom]
+    assert w.exit_code == 0
+
+
+async def test_message_over_max_message_size_raises_serialization_error():
+    """A message whose pickled size exceeds max_message_size raises SerializationError after onmessageerror."""
+    events: list = []
+    async with ThreadWorker(echo, max_message_size=1000) as w:
+        w.onmessageerror = events.append
+        with pytest.raises(SerializationError) as caught:
+            w.post_message(list(range(1000)))
+        assert len(events) == 1
+        assert events[0].error is caught.value
+        assert await w.request(list(range(10))) == list(range(10))  # small messages still pass
+
+
+@pytest.mark.parametrize("big", [b"x" * 5000, "y" * 5000], ids=["bytes", "str"])
+async def test_oversized_immutable_message_raises_serialization_error(big):
+    """A large bytes or str message whose pickled size exceeds max_message_size is rejected as well."""
+    events: list = []
+    async with ThreadWorker(echo, max_message_size=1000) as w:
+        w.onmessageerror = events.append
+        with pytest.raises(SerializationError):
+            w.post_message(big)
+        assert len(events) == 1
+        assert await w.request("ok") == "ok"
+
+
+async def test_transferred_buffers_do_not_count_toward_max_message_size():
+    """A buffer moved with transfer does not count toward max_message_size."""
+    received: list = []
+    buf = bytearray(10_000)
+    async with ThreadWorker(recorder(received), max_message_size=1000) as w:
+        w.post_message({"buf": buf}, transfer=[buf])
+        await w.request("flush")
+    assert received[0]["buf"] is buf
+
+
+async def test_host_serialization_error_does_not_make_exit_code_one():
+    """A SerializationError raised to a host caller leaves the exit code at 0."""
+    w = ThreadWorker(echo)
+    with pytest.raises(SerializationError):
+        w.post_message(threading.Lock())
+    assert await w.request(5) == 5
+    assert await w.terminate() == 0
+    assert w.exit_code == 0
+
+
+async def test_worker_posting_uncopyable_gets_serialization_error_and_exit_code_one():
+    """A worker posting an uncopyable message gets SerializationError after its own onmessageerror; exit code 1."""
+
+    def setup(port):
+        seen: list = []
+        port.onmessageerror = seen.append
+
+        def on_message(e):
+            if e.data != "post-lambda":
+                return "alive"
+            try:
+                port.post_message({"f": lambda: 0})
+            except SerializationError as exc:
+                event = seen[0] if seen else None
+                return (
+                    "raised",
+                    exc.code,
+                    len(seen),
+                    isinstance(event, ErrorEvent),
+                    event is not None and event.error is exc,
+                )
+            return "not raised"
+
+        port.onmessage = on_message
+
+    w = ThreadWorker(setup)
+    try:
+        assert await w.request("post-lambda") == ("raised", 10200006, 1, True, True)
+        assert await w.request("again") == "alive"
+    finally:
+        code = await w.terminate()
+    assert code == 1
+
+
+# -- transfer -------------------------------------------------------------------------------------------
+
+
+async def test_transferred_bytearray_is_the_same_memory():
+    """A transferred bytearray reaches the worker without a copy: its writes show in the host's object."""
+
+    def write(data):
+        data["buf"][0:3] = b"abc"
+
+    received: list = []
+    buf = bytearray(8)
+    async with ThreadWorker(recorder(received, write)) as w:
+        w.post_message({"buf": buf, "n": 1}, transfer=[buf])
+        await w.request("flush")
+    assert received[0]["buf"] is buf
+    assert bytes(buf[:3]) == b"abc"
+
+
+async def test_transferred_memoryview_moves_and_is_released_on_sender():
+    """A transferred memoryview is released on the sender and the worker's view writes the same memory."""
+
+    def write(view):
+        view[0] = 7
+
+    base = bytearray(4)
+    view = memoryview(base)
+    async with ThreadWorker(recorder([], write)) as w:
+        w.post_message(view, transfer=[view])
+        with pytest.raises(ValueError):
+            view[0]  # using a released view raises
+        await w.request("flush")
+    assert base[0] == 7
+
+
+async def test_transferred_array_is_the_same_memory():
+    """A transferred array.array is shared, not copied: the worker's writes show in the host's array."""
+
+    def write(arr):
+        arr[0] = 100
+
+    received: list = []
+    arr = array.array("i", [1, 2, 3])
+    async with ThreadWorker(recorder(received, write)) as w:
+        w.post_message(arr, transfer=[arr])
+        await w.request("flush")
+    assert received[0] is arr
+    assert arr.tolist() == [100, 2, 3]
+
+
+async def test_transferred_numpy_array_is_the_same_memory():
+    """A transferred NumPy array is shared, not copied: the worker's writes show in the host's array."""
+    np = pytest.importorskip("numpy")
+
+    def write(a):
+        a[1] = 5.0
+
+    arr = np.zeros(4)
+    async with ThreadWorker(recorder([], write)) as w:
+        w.post_message(arr, transfer=[arr])
+        await w.request("flush")
+    assert arr.tolist() == [0.0, 5.0, 0.0, 0.0]
+
+
+async def test_worker_transfer_to_host_is_the_same_memory():
+    """A buffer the worker transfers to the host is the worker's very object, not a copy."""
+    owned = bytearray(b"worker")
+
+    def setup(port):
+        port.onmessage = lambda e: port.post_message(owned, transfer=[owned])
+
+    async with ThreadWorker(setup) as w:
+        w.post_message("go")
+        got = await next_message(w)
+    assert got is owned
+
+
+@pytest.mark.parametrize(
+    "items", [[object()], ["text"], [42], [[bytearray(1)]], [bytearray(1), None]], ids=repr
+)
+async def test_transfer_of_non_buffers_raises_parameter_error(items):
+    """transfer items that are not buffers raise ParameterError (401) and the worker keeps working."""
+    async with ThreadWorker(echo) as w:
+        with pytest.raises(ParameterError) as caught:
+            w.post_message(b"data", transfer=items)
+        assert caught.value.code == 401
+        assert await w.request("ok") == "ok"
+
+
+async def test_worker_transfer_of_non_buffer_raises_parameter_error():
+    """In the worker, a transfer item that is not a buffer raises ParameterError too."""
+
+    def setup(port):
+        def on_message(e):
+            try:
+                port.post_message("x", transfer=[object()])
+            except ParameterError as exc:
+                return exc.code
+            return "not raised"
+
+        port.onmessage = on_message
+
+    async with ThreadWorker(setup) as w:
+        assert await w.request("go") == 401
+
+
+# -- sendables ------------------------------------------------------------------------------------------
+
+
+async def test_post_message_copies_sendable():
+    """post_message copies a @sendable object: the worker's mutations never reach the host's object."""
+
+    def bump(c):
+        c.value += 10
+
+    received: list = []
+    counter = Counter()
+    async with ThreadWorker(recorder(received, bump)) as w:
+        w.post_message(counter)
+        await w.request("flush")
+    assert type(received[0]) is Counter
+    assert received[0] is not counter
+    assert received[0].value == 10
+    assert counter.value == 0
+
+
+async def test_shared_sendable_is_the_same_object_both_ways():
+    """post_message_with_shared_sendable passes a @sendable by reference; the rest is still copied."""
+
+    def bump(data):
+        data["counter"].value += 10
+        data["plain"].append("worker")
+
+    received: list = []
+    counter = Counter()
+    plain: list = []
+    async with ThreadWorker(recorder(received, bump)) as w:
+        w.post_message_with_shared_sendable({"counter": counter, "plain": plain})
+        await w.request("flush")
+    assert received[0]["counter"] is counter
+    assert counter.value == 10
+    assert plain == []  # non-sendable parts are copied
+
+
+async def test_worker_shares_its_sendable_with_host():
+    """A worker's post_message_with_shared_sendable hands the host its very object."""
+    owned = Counter()
+
+    def setup(port):
+        def on_message(e):
+            port.post_message_with_shared_sendable(owned)
+            owned.value = 7  # after posting: visible to the host because the object is shared
+
+        port.onmessage = on_message
+
+    async with ThreadWorker(setup) as w:
+        w.post_message("go")
+        got = await next_message(w)
+    assert got is owned
+    assert got.value == 7
+
+
+ROUNDS = 200
+
+
+def incrementer(port):
+    """Worker script: on (counter, lock), say "ready", then increment the shared counter ROUNDS times under the lock."""
+
+    async def on_message(e):
+        counter, lock = e.data
+        port.post_message("ready")
+        for _ in range(ROUNDS):
+            async with lock:
+                value = counter.value
+                await asyncio.sleep(0)  # a yield point inside the critical section, not synchronisation
+                counter.value = value + 1
+        port.post_message("done")
+
+    port.onmessage = on_message
+
+
+async def test_async_lock_guards_shared_counter_across_host_and_two_workers():
+    """AsyncLock held by the host and two workers around a shared counter loses no increment."""
+    counter = Counter()
+    lock = arkworker.AsyncLock()
+
+    async def host_side():
+        for _ in range(ROUNDS):
+            async with lock:
+                value = counter.value
+                await asyncio.sleep(0)  # a yield point inside the critical section, not synchronisation
+                counter.value = value + 1
+
+    async with ThreadWorker(incrementer) as w1, ThreadWorker(incrementer) as w2:
+        # Hold the lock until both workers are about to contend for it, so all three parties overlap.
+        await lock.acquire()
+        try:
+            w1.post_message_with_shared_sendable((counter, lock))
+            w2.post_message_with_shared_sendable((counter, lock))
+            assert [await next_message(w1), await next_message(w2)] == ["ready", "ready"]
+        finally:
+            lock.release()
+        done = await asyncio.wait_for(
+            asyncio.gather(host_side(), next_message(w1), next_message(w2)), timeout=20
+        )
+    assert done[1:] == ["done", "done"]
+    assert counter.value == 3 * ROUNDS
+    assert not lock.locked()

@@ -1,0 +1,422 @@
+"""Errors (SPEC §5) and bad inputs to the constructor (SPEC §2)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+
+import pytest
+
+import arkworker
+from arkworker import (
+    ErrorEvent,
+    InvalidScriptError,
+    NotInWorkerError,
+    ParameterError,
+    ThreadWorker,
+    WorkerError,
+    WorkerInitializationError,
+    WorkerNotRunningError,
+    WorkerState,
+)
+
+
+def echo(port):
+    """Worker script: every request is answered with the message itself."""
+    port.onmessage = lambda e: e.data
+
+
+def boom_or_pong(port):
+    """Worker script: a "boom" message raises in the handler; anything else is answered with "pong"."""
+
+    def on_message(e):
+        if e.data == "boom":
+            raise RuntimeError("boom in handler")
+        return "pong"
+
+    port.onmessage = on_message
+
+
+async def assert_runtime_works():
+    """A fresh worker starts, answers and exits cleanly."""
+    async with ThreadWorker(echo) as w:
+        assert await w.request("alive?") == "alive?"
+    assert w.exit_code == 0
+
+
+def future_of_first(loop: asyncio.AbstractEventLoop):
+    """A future and a callback that resolves it with the first value the callback is called with."""
+    future = loop.create_future()
+
+    def callback(value):
+        if not future.done():
+            future.set_result(value)
+
+    return future, callback
+
+
+# -- the error classes ----------------------------------------------------------------------------------
+
+CODES = {
+    "ParameterError": 401,
+    "WorkerInitializationError": 10200003,
+    "WorkerNotRunningError": 10200004,
+    "SerializationError": 10200006,
+    "InvalidScriptError": 10200007,
+    "GlobalCallObjectNotRegisteredError": 10200019,
+    "GlobalCallMethodNotCallableError": 10200020,
+    "GlobalCallTimeoutError": 10200021,
+    "WorkerCrashedError": None,
+    "NotInWorkerError": None,
+}
+
+
+@pytest.mark.parametrize(("name", "code"), CODES.items(), ids=CODES.keys())
+def test_error_class_is_exported_with_its_code(name, code):
+    """Every SPEC §5 error class is importable from arkworker, subclasses WorkerError and carries its code."""
+    cls = getattr(arkworker, name)
+    assert isinstance(cls, type)
+    assert issubclass(cls, arkworker.WorkerError)
+    assert cls.code == code
+    assert cls("message").code == code
+
+
+def test_parameter_error_is_type_and_value_error():
+    """ParameterError is also a TypeError and a ValueError, so generic handlers catch it."""
+    assert issubclass(ParameterError, TypeError)
+    assert issubclass(ParameterError, ValueError)
+    with pytest.raises(TypeError):
+        raise ParameterError("x")
+    with pytest.raises(ValueError):
+        raise ParameterError("x")
+
+
+def test_global_call_timeout_error_is_timeout_error():
+    """GlobalCallTimeoutError is also a TimeoutError."""
+    assert issubclass(arkworker.GlobalCallTimeoutError, TimeoutError)
+    with pytest.raises(TimeoutError):
+        raise arkworker.GlobalCallTimeoutError("late")
+
+
+# -- worker_port outside a worker ----------------------------------------------------------------------
+
+NOT_IN_WORKER = r"(?i)(inside|outside|in) a worker|not in a worker"
+
+
+@pytest.mark.parametrize(
+    "use",
+    [
+        lambda: arkworker.worker_port.post_message("x"),
+        lambda: arkworker.worker_port.name,
+        lambda: setattr(arkworker.worker_port, "onmessage", print),
+        lambda: arkworker.worker_port.close(),  # noqa: PLW0108 - the attribute access itself must raise
+    ],
+    ids=["post_message", "name", "set-onmessage", "close"],
+)
+async def test_worker_port_outside_worker_raises_not_in_worker(use):
+    """Using arkworker.worker_port on the host raises NotInWorkerError with a message that says so."""
+    with pytest.raises(NotInWorkerError, match=NOT_IN_WORKER):
+        use()
+
+
+def test_worker_port_in_plain_thread_raises_not_in_worker():
+    """Using arkworker.worker_port on a plain thread that is not a worker raises NotInWorkerError."""
+    outcome: list = []
+
+    def run():
+        try:
+            arkworker.worker_port.post_message("x")
+        except NotInWorkerError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(5)
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], WorkerError)
+
+
+async def test_worker_port_inside_worker_is_that_workers_port():
+    """Inside a worker thread arkworker.worker_port is that worker's port (the contrast to NotInWorkerError)."""
+
+    def setup(port):
+        port.onmessage = lambda e: (arkworker.worker_port.name, arkworker.worker_port.self is port)
+
+    async with ThreadWorker(setup, name="inside") as w:
+        assert await w.request("who") == ("inside", True)
+
+
+# -- ErrorEvent -----------------------------------------------------------------------------------------
+
+HANDLER_SCRIPTS = {
+    "sync": (
+        "from arkworker import worker_port\n"
+        "\n"
+        "\n"
+        "def check(value):\n"
+        "    raise ValueError(f'bad value {value!r}')  # raises\n"
+        "\n"
+        "\n"
+        "def on_message(e):\n"
+        "    check(e.data)\n"
+        "\n"
+        "\n"
+        "worker_port.onmessage = on_message\n"
+    ),
+    "async": (
+        "import asyncio\n"
+        "\n"
+        "from arkworker import worker_port\n"
+        "\n"
+        "\n"
+        "def check(value):\n"
+        "    raise ValueError(f'bad value {value!r}')  # raises\n"
+        "\n"
+        "\n"
+        "async def on_message(e):\n"
+        "    await asyncio.sleep(0)\n"
+        "    check(e.data)\n"
+        "\n"
+        "\n"
+        "worker_port.onmessage = on_message\n"
+    ),
+    "stdlib": (
+        "import json\n"
+        "\n"
+        "from arkworker import worker_port\n"
+        "\n"
+        "\n"
+        "def on_message(e):\n"
+        "    return json.loads(e.data)  # raises\n"
+        "\n"
+        "\n"
+        "worker_port.onmessage = on_message\n"
+    ),
+}
+
+
+def line_of(source: str, marker: str) -> int:
+    """1-based number of the first line of ``source`` containing ``marker``."""
+    return next(n for n, line in enumerate(source.splitlines(), 1) if marker in line)
+
+
+@pytest.mark.parametrize("kind", HANDLER_SCRIPTS.keys())
+async def test_error_event_points_at_worker_script_line(tmp_path, kind):
+    """A handler's uncaught error gives onerror an ErrorEvent locating the user line that raised."""
+    source = HANDLER_SCRIPTS[kind]
+    path = tmp_path / f"failing_{kind}.py"
+    path.write_text(source)
+    got, on_error = future_of_first(asyncio.get_running_loop())
+    w = ThreadWorker(str(path))
+    w.onerror = on_error
+    w.post_message("{not json")
+    event = await asyncio.wait_for(got, 5)
+    assert await w.wait() == 1
+    assert isinstance(event, ErrorEvent)
+    exc = event.error
+    assert isinstance(exc, ValueError)  # json.JSONDecodeError is a ValueError too
+    assert event.message == f"{type(exc).__name__}: {exc}"
+    assert event.filename == str(path)  # tmp_path is absolute
+    assert event.lineno == line_of(source, "# raises")
+    assert isinstance(event.colno, int)
+
+
+def failing_handler(e):
+    """A handler of this test module that always raises."""
+    raise KeyError(e.data)
+
+
+async def test_error_event_of_callable_script_points_at_test_module():
+    """For a callable script, the ErrorEvent points at the line of the test module that raised."""
+
+    def setup(port):
+        port.onmessage = failing_handler
+
+    got, on_error = future_of_first(asyncio.get_running_loop())
+    w = ThreadWorker(setup)
+    w.onerror = on_error
+    w.post_message("k")
+    event = await asyncio.wait_for(got, 5)
+    assert await w.wait() == 1
+    assert event.message == "KeyError: 'k'"
+    assert event.filename == __file__
+    assert event.lineno == failing_handler.__code__.co_firstlineno + 2
+    assert isinstance(event.error, KeyError)
+
+
+async def test_onallerrors_keeps_worker_alive():
+    """With onallerrors set, a handler error is reported and the worker keeps answering requests."""
+    events: list = []
+    first, on_all = future_of_first(asyncio.get_running_loop())
+    w = ThreadWorker(boom_or_pong)
+
+    def record(event):
+        events.append(event)
+        on_all(event)
+
+    w.onallerrors = record
+    w.post_message("boom")
+    event = await asyncio.wait_for(first, 5)
+    assert isinstance(event, ErrorEvent)
+    assert isinstance(event.error, RuntimeError)
+    assert event.message == "RuntimeError: boom in handler"
+    assert await w.request("ping") == "pong"
+    assert w.state is WorkerState.RUNNING
+    w.post_message("boom")
+    assert await w.request("ping again") == "pong"  # handled after the second boom
+    assert await w.terminate() == 1  # any worker error makes the exit code 1
+    assert len(events) == 2
+
+
+async def test_onerror_alone_ends_worker():
+    """With only onerror set, a handler error terminates the worker and wait() returns 1."""
+    got, on_error = future_of_first(asyncio.get_running_loop())
+    w = ThreadWorker(boom_or_pong)
+    w.onerror = on_error
+    assert await w.request("ping") == "pong"
+    w.post_message("boom")
+    event = await asyncio.wait_for(got, 5)
+    assert isinstance(event.error, RuntimeError)
+    assert await asyncio.wait_for(w.wait(), 5) == 1
+    assert w.state is WorkerState.TERMINATED
+    assert w.exit_code == 1
+    with pytest.raises(WorkerNotRunningError):
+        w.post_message("ping")
+
+
+FAILING_STARTS = {
+    "syntax-error": ("x = 1\ndef broken(:\n    pass\n", SyntaxError, 2),
+    "raise-at-import": (
+        "import os\n\n\ndef load():\n    raise RuntimeError('cannot load')\n\n\nload()\n",
+        RuntimeError,
+        5,
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", FAILING_STARTS.keys())
+async def test_script_failing_to_load_takes_error_path(tmp_path, kind):
+    """A script that fails while loading reports an ErrorEvent, never runs, exits 1 and reports posted messages."""
+    source, error_type, lineno = FAILING_STARTS[kind]
+    path = tmp_path / f"bad_{kind.replace('-', '_')}.py"
+    path.write_text(source)
+    seen_states: list = []
+    got, on_error = future_of_first(asyncio.get_running_loop())
+
+    w = ThreadWorker(str(path))
+    seen_states.append(w.state)
+    w.post_message("first")  # right after construction: must not raise
+    w.post_message("second")
+
+    def record_error(event):
+        seen_states.append(w.state)
+        on_error(event)
+
+    w.onerror = record_error
+    w.onexit = lambda code: seen_states.append(w.state)
+    event = await asyncio.wait_for(got, 5)
+    assert await asyncio.wait_for(w.wait(), 5) == 1
+    assert isinstance(event, ErrorEvent)
+    assert isinstance(event.error, error_type)
+    assert event.message == f"{error_type.__name__}: {event.error}"
+    assert event.filename == str(path)  # tmp_path is absolute
+    assert event.lineno == lineno
+    assert WorkerState.RUNNING not in seen_states
+    assert w.state is WorkerState.TERMINATED
+    assert w.statistics().discarded >= 2
+    await assert_runtime_works()
+
+
+async def test_cleanly_terminated_worker_discards_nothing():
+    """A worker that handled every message before terminate() reports nothing discarded (contrast to a failed start)."""
+    w = ThreadWorker(echo)
+    w.post_message("handled")
+    assert await w.request("handled too") == "handled too"
+    assert await w.terminate() == 0
+    assert w.statistics().discarded == 0
+
+
+# -- bad scripts and options ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        "tests/scripts/definitely_missing_script.py",
+        "no/such/dir/worker.py",
+        "arkworker_no_such_package.sub_module",
+        "arkworker_no_such_module_xyz",
+    ],
+)
+async def test_missing_script_raises_invalid_script_error(script):
+    """A script path or dotted module that does not exist raises InvalidScriptError (10200007) from the constructor."""
+    arkworker.set_max_workers(1)  # a slot leaked by the failed constructor would make the next worker fail
+    with pytest.raises(InvalidScriptError) as caught:
+        ThreadWorker(script)
+    assert caught.value.code == 10200007
+    await assert_runtime_works()
+
+
+async def test_missing_absolute_path_raises_invalid_script_error(tmp_path):
+    """An absolute pathlib path that does not exist raises InvalidScriptError from the constructor."""
+    with pytest.raises(InvalidScriptError):
+        ThreadWorker(tmp_path / "missing.py")
+    await assert_runtime_works()
+
+
+async def test_existing_dotted_module_runs(tmp_path, monkeypatch):
+    """A dotted module name that exists runs as the worker script, relative imports included."""
+    package = f"arkw_pkg_{uuid.uuid4().hex[:8]}"
+    (tmp_path / package).mkdir()
+    (tmp_path / package / "__init__.py").write_text("")
+    (tmp_path / package / "helper.py").write_text("def double(x):\n    return 2 * x\n")
+    (tmp_path / package / "worker_mod.py").write_text(
+        "from arkworker import worker_port\n"
+        "from .helper import double\n"
+        "\n"
+        "worker_port.onmessage = lambda e: (worker_port.name, double(e.data))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    async with ThreadWorker(f"{package}.worker_mod", name="dotted") as w:
+        assert await w.request(21) == ("dotted", 42)
+    assert w.exit_code == 0
+
+
+def test_constructor_without_running_loop_raises():
+    """Constructing a worker with no running event loop raises WorkerInitializationError saying so."""
+    with pytest.raises(WorkerInitializationError, match="running event loop") as caught:
+        ThreadWorker(echo)
+    assert caught.value.code == 10200003
+
+
+async def test_constructor_on_thread_without_loop_raises():
+    """Constructing a worker on a thread with no running loop raises WorkerInitializationError, then all still works."""
+    arkworker.set_max_workers(1)
+    with pytest.raises(WorkerInitializationError, match="running event loop"):
+        await asyncio.to_thread(ThreadWorker, echo)
+    await assert_runtime_works()
+
+
+BAD_OPTIONS = {
+    "script=123": ((123,), {}),
+    "script=None": ((None,), {}),
+    "name=5": ((echo,), {"name": 5}),
+    "max_inbox=0": ((echo,), {"max_inbox": 0}),
+    "max_inbox=1.5": ((echo,), {"max_inbox": 1.5}),
+    "clone='yes'": ((echo,), {"clone": "yes"}),
+    "priority='high'": ((echo,), {"priority": "high"}),
+    "priority=99": ((echo,), {"priority": 99}),
+    "loop_factory=42": ((echo,), {"loop_factory": 42}),
+    "max_message_size=0": ((echo,), {"max_message_size": 0}),
+}
+
+
+@pytest.mark.parametrize(("args", "kwargs"), BAD_OPTIONS.values(), ids=BAD_OPTIONS.keys())
+async def test_wrong_argument_types_raise_parameter_error(args, kwargs):
+    """Wrong constructor argument types or values raise ParameterError (401) and the runtime keeps working."""
+    arkworker.set_max_workers(1)  # a slot leaked by the failed constructor would make the next worker fail
+    with pytest.raises(ParameterError) as caught:
+        ThreadWorker(*args, **kwargs)
+    assert caught.value.code == 401
+    await assert_runtime_works()
