@@ -40,15 +40,14 @@ def is_immutable(data: object) -> bool:
 
 def _size_bound(data: object) -> int:
     # An upper bound of the pickled size of immutable ``data``, cheap to compute.
-    kind = type(data)
-    if kind is str:
-        return 4 * len(data) + 16  # type: ignore[arg-type]
-    if kind is bytes:
-        return len(data) + 16  # type: ignore[arg-type]
-    if kind is int:
-        return data.bit_length() // 8 + 16  # type: ignore[attr-defined]
-    if kind is tuple or kind is frozenset:
-        return 16 + sum(_size_bound(item) for item in data)  # type: ignore[attr-defined]
+    if isinstance(data, str):
+        return 4 * len(data) + 16
+    if isinstance(data, bytes):
+        return len(data) + 16
+    if isinstance(data, int):
+        return data.bit_length() // 8 + 16
+    if isinstance(data, (tuple, frozenset)):
+        return 16 + sum(_size_bound(item) for item in data)
     return 32
 
 
