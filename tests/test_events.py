@@ -259,8 +259,12 @@ async def test_on_and_add_event_listener_both_receive_messages():
         w.post_message(2)
         await asyncio.wait_for(done.wait(), TIMEOUT)
     assert order == [
-        ("prop", 1), ("on", 1), ("added", 1),
-        ("prop", 2), ("on", 2), ("added", 2),
+        ("prop", 1),
+        ("on", 1),
+        ("added", 1),
+        ("prop", 2),
+        ("on", 2),
+        ("added", 2),
     ]
 
 
@@ -370,7 +374,7 @@ async def test_listener_not_added_twice():
 
 
 async def test_exit_and_error_listeners_receive_payloads():
-    """"error" listeners get the ErrorEvent (and count as handling it) and "exit" listeners get the exit code."""
+    """ "error" listeners get the ErrorEvent (and count as handling it) and "exit" listeners get the exit code."""
     errors: list[object] = []
     exits: list[object] = []
     async with ThreadWorker(failing) as w:
@@ -615,7 +619,7 @@ async def test_worker_side_non_callable_handler_raises_parameter_error():
     def setup(port):
         try:
             port.onmessage = "nope"
-        except Exception as exc:  # noqa: BLE001 - inspected by the test
+        except Exception as exc:
             seen.append(exc)
 
     async with ThreadWorker(setup) as w:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import threading
 from collections.abc import AsyncIterator
@@ -237,10 +238,8 @@ async def test_exit_code_one_after_worker_side_message_error():
 
     def setup(port):
         def on_message(e):
-            try:
+            with contextlib.suppress(WorkerError):
                 port.post_message(lambda: None)
-            except WorkerError:
-                pass
             return "survived"
 
         port.onmessage = on_message

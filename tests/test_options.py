@@ -1,0 +1,241 @@
+"""Section 2: constructor options (name, priority, loop_factory) and how a script runs in its worker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import threading
+from typing import Any
+
+import pytest
+import uvloop
+
+from arkworker import ParameterError, ThreadWorker, ThreadWorkerPriority, WorkerInitializationError
+
+linux_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="per-thread names and nice are Linux"
+)
+
+
+async def probe(scripts, **options: Any) -> dict[str, Any]:
+    """Start a worker running lim_probe.py with ``options`` and return what it reports about its thread."""
+    async with ThreadWorker(scripts / "lim_probe.py", **options) as w:
+        async with asyncio.timeout(10):
+            return await w.request("probe")
+
+
+def host_nice() -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+# -- name ----------------------------------------------------------------------------------------------
+
+
+async def test_name_is_the_ports_name_and_the_thread_name(scripts):
+    """name= is worker_port.name inside the worker and the Python thread name is arkworker-<name>."""
+    facts = await probe(scripts, name="resizer")
+    assert facts["port_name"] == "resizer"
+    assert facts["thread_name"] == "arkworker-resizer"
+
+
+async def test_unnamed_worker(scripts):
+    """Without name=, worker_port.name is None and the thread name still starts with arkworker-."""
+    facts = await probe(scripts)
+    assert facts["port_name"] is None
+    assert facts["thread_name"].startswith("arkworker-")
+
+
+@linux_only
+@pytest.mark.parametrize("name", ["short", "exactly-15-byte", "a-rather-long-worker-name"])
+async def test_os_thread_name_is_the_name_truncated_to_15_bytes(scripts, name):
+    """On Linux the OS thread name (/proc/.../comm) is the worker's name cut to 15 bytes."""
+    facts = await probe(scripts, name=name)
+    assert facts["comm"] == name.encode()[:15].decode()
+
+
+@linux_only
+async def test_os_thread_name_of_a_non_ascii_name_is_a_prefix_within_15_bytes(scripts):
+    """A non-ASCII name is still applied to the OS thread, cut to at most 15 bytes."""
+    name = "wörker-ünïcode-name"
+    facts = await probe(scripts, name=name)
+    comm = facts["comm"]
+    assert len(comm.encode()) <= 15
+    assert len(comm) >= 10
+    assert name.startswith(comm)
+
+
+@pytest.mark.parametrize("bad", [42, b"bytes", ["x"]])
+async def test_name_must_be_a_str(scripts, bad):
+    """A name that is not a str is a ParameterError."""
+    with pytest.raises(ParameterError):
+        ThreadWorker(scripts / "lim_probe.py", name=bad)
+
+
+# -- priority ------------------------------------------------------------------------------------------
+
+
+@linux_only
+@pytest.mark.parametrize("priority", [ThreadWorkerPriority.LOW, ThreadWorkerPriority.IDLE])
+async def test_low_priorities_raise_the_threads_nice(scripts, priority):
+    """LOW and IDLE give the worker thread a higher nice value than the thread that created it."""
+    creator = host_nice()
+    if creator >= 19:
+        pytest.skip("the creating thread is already at nice 19")
+    facts = await probe(scripts, priority=priority)
+    assert facts["nice"] > creator
+
+
+@linux_only
+async def test_idle_is_weaker_than_low(scripts):
+    """IDLE leaves the worker thread at least as nice as LOW does."""
+    if host_nice() >= 19:
+        pytest.skip("the creating thread is already at nice 19")
+    low = await probe(scripts, priority=ThreadWorkerPriority.LOW)
+    idle = await probe(scripts, priority=ThreadWorkerPriority.IDLE)
+    assert idle["nice"] >= low["nice"]
+
+
+@linux_only
+async def test_no_priority_keeps_the_creators_nice(scripts):
+    """Without priority= the worker thread runs at its creator's nice value."""
+    assert (await probe(scripts))["nice"] == host_nice()
+
+
+@linux_only
+@pytest.mark.parametrize(
+    "priority",
+    [
+        ThreadWorkerPriority.HIGH,
+        ThreadWorkerPriority.DEADLINE,
+        ThreadWorkerPriority.VIP,
+        ThreadWorkerPriority.MEDIUM,
+    ],
+)
+async def test_other_priorities_start_and_never_raise_the_nice(scripts, priority):
+    """HIGH, DEADLINE, VIP and MEDIUM start a working worker that is never nicer than its creator."""
+    facts = await probe(scripts, priority=priority)
+    assert facts["nice"] <= host_nice()
+
+
+@pytest.mark.parametrize("bad", ["LOW", 99, -1, 2.0, True, object()])
+async def test_invalid_priority_is_a_parameter_error(scripts, bad):
+    """A priority that is not a ThreadWorkerPriority raises ParameterError and starts no thread."""
+    before = {t.name for t in threading.enumerate()}
+    with pytest.raises(ParameterError) as info:
+        ThreadWorker(scripts / "lim_probe.py", priority=bad)
+    assert info.value.code == 401
+    assert {t.name for t in threading.enumerate()} == before
+
+
+# -- loop_factory --------------------------------------------------------------------------------------
+
+
+async def test_default_worker_loop_is_asyncio(scripts):
+    """By default the worker runs on a plain asyncio event loop, not uvloop."""
+    loop_type = (await probe(scripts))["loop_type"]
+    assert issubclass(loop_type, asyncio.BaseEventLoop)
+    assert not issubclass(loop_type, uvloop.Loop)
+
+
+@pytest.mark.parametrize("factory", ["uvloop", uvloop.new_event_loop], ids=["string", "callable"])
+async def test_uvloop_worker_loop(scripts, factory):
+    """loop_factory="uvloop" or uvloop.new_event_loop makes the worker's running loop a uvloop loop."""
+    assert issubclass((await probe(scripts, loop_factory=factory))["loop_type"], uvloop.Loop)
+
+
+async def test_custom_loop_factory_is_used(scripts):
+    """Any callable loop_factory builds the worker's loop."""
+    made: list[asyncio.AbstractEventLoop] = []
+
+    def factory() -> asyncio.AbstractEventLoop:
+        made.append(asyncio.new_event_loop())
+        return made[-1]
+
+    facts = await probe(scripts, loop_factory=factory)
+    assert len(made) == 1
+    assert facts["loop_type"] is type(made[0])
+
+
+async def test_failing_loop_factory_is_an_initialization_error(scripts):
+    """A loop_factory that raises makes the constructor raise WorkerInitializationError and starts no thread."""
+
+    def broken() -> asyncio.AbstractEventLoop:
+        raise RuntimeError("no loop for you")
+
+    before = {t.name for t in threading.enumerate()}
+    with pytest.raises(WorkerInitializationError) as info:
+        ThreadWorker(scripts / "lim_probe.py", loop_factory=broken)
+    assert info.value.code == 10200003
+    assert {t.name for t in threading.enumerate()} == before
+
+
+@pytest.mark.parametrize("bad", [42, "asyncio-please"])
+async def test_invalid_loop_factory_is_a_parameter_error(scripts, bad):
+    """A loop_factory that is neither a callable nor "uvloop" is a ParameterError."""
+    with pytest.raises(ParameterError):
+        ThreadWorker(scripts / "lim_probe.py", loop_factory=bad)
+
+
+@pytest.mark.parametrize("loop_factory", [None, "uvloop"], ids=["asyncio-worker", "uvloop-worker"])
+def test_host_loop_on_uvloop(scripts, loop_factory):
+    """A host running on uvloop can create, message, request and terminate workers."""
+
+    async def main() -> tuple[object, object, object, int]:
+        assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
+        async with asyncio.timeout(10):
+            async with ThreadWorker(scripts / "hello.py", loop_factory=loop_factory) as w:
+                await w.post_message("hello world")
+                reply = await anext(w.messages())
+            echo = ThreadWorker(scripts / "echo.py", loop_factory=loop_factory)
+            answer = await echo.request([1, 2])
+            code = await echo.terminate()
+            return reply, answer, w.exit_code, code
+
+    assert uvloop.run(main()) == ("success", ("echo", [1, 2]), 0, 0)
+
+
+# -- how the script runs ------------------------------------------------------------------------------
+
+
+async def test_each_worker_has_a_fresh_module_namespace(scripts):
+    """Two workers running the same script file do not share its module-level state."""
+    async with ThreadWorker(scripts / "lim_counter.py") as a, ThreadWorker(scripts / "lim_counter.py") as b:
+        async with asyncio.timeout(10):
+            assert [await a.request(None) for _ in range(3)] == [1, 2, 3]
+            assert [await b.request(None) for _ in range(2)] == [1, 2]
+            assert await a.request(None) == 4
+    async with ThreadWorker(scripts / "lim_counter.py") as c:  # and a later worker starts afresh too
+        async with asyncio.timeout(10):
+            assert await c.request(None) == 1
+
+
+async def test_module_worker_has_a_fresh_namespace(scripts, monkeypatch):
+    """A dotted module name also runs in a fresh namespace per worker."""
+    monkeypatch.syspath_prepend(str(scripts))
+    async with ThreadWorker("lim_counter") as a, ThreadWorker("lim_counter") as b:
+        async with asyncio.timeout(10):
+            assert await a.request(None) == 1
+            assert await a.request(None) == 2
+            assert await b.request(None) == 1
+
+
+async def test_top_level_runs_inside_the_workers_running_loop(scripts):
+    """The script's top level can use the running loop to create a task, which runs on that loop."""
+    async with ThreadWorker(scripts / "lim_toplevel.py") as w:
+        async with asyncio.timeout(10):
+            async for message in w.messages():
+                assert message == ("task ran", True)
+                break
+            assert await w.request(None) == {"same_loop": True, "same_thread": True, "task_done": True}
+
+
+async def test_worker_runs_on_its_own_thread(scripts):
+    """The worker's code runs on a thread other than the host's, and each worker has its own thread."""
+    async with ThreadWorker(scripts / "lim_probe.py") as a, ThreadWorker(scripts / "lim_probe.py") as b:
+        async with asyncio.timeout(10):
+            fa, fb = await a.request(None), await b.request(None)
+    assert threading.get_ident() not in (fa["ident"], fb["ident"])
+    assert threading.get_native_id() not in (fa["native_id"], fb["native_id"])
+    assert fa["ident"] != fb["ident"]
+    assert fa["native_id"] != fb["native_id"]
