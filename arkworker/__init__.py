@@ -8,8 +8,6 @@ and its exit instead of polling. ``import arkworker as worker`` makes the ArkTS 
     w = worker.ThreadWorker("examples/workers/hello.py")
 """
 
-from __future__ import annotations
-
 import inspect as _inspect
 import logging as _logging
 

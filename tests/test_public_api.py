@@ -1,0 +1,80 @@
+"""The public surface: what `arkworker` exports, and the one module that crosses threads."""
+
+from __future__ import annotations
+
+import pathlib
+import re
+
+import arkworker
+
+PACKAGE = pathlib.Path(arkworker.__file__).parent
+
+SPEC_NAMES = {
+    "AsyncLock",
+    "ErrorEvent",
+    "Event",
+    "GlobalCallMethodNotCallableError",
+    "GlobalCallObjectNotRegisteredError",
+    "GlobalCallTimeoutError",
+    "InvalidScriptError",
+    "MessageEvent",
+    "NotInWorkerError",
+    "ParameterError",
+    "SerializationError",
+    "ThreadWorker",
+    "ThreadWorkerGlobalScope",
+    "ThreadWorkerPriority",
+    "WorkerCrashedError",
+    "WorkerError",
+    "WorkerInitializationError",
+    "WorkerNotRunningError",
+    "WorkerState",
+    "WorkerStatistics",
+    "sendable",
+    "set_max_workers",
+    "worker_port",
+}
+
+
+def test_all_lists_exactly_the_public_names():
+    """`__all__` is sorted, holds every name SPEC.md names, and every public attribute is in it."""
+    assert list(arkworker.__all__) == sorted(arkworker.__all__)
+    assert set(arkworker.__all__) >= SPEC_NAMES
+    public = {name for name in vars(arkworker) if not name.startswith("_")}
+    assert public == set(arkworker.__all__)
+
+
+def test_exported_classes_and_functions_report_the_package():
+    """Reprs and tracebacks show `arkworker.X`, not the private module that defines X."""
+    for name in arkworker.__all__:
+        obj = getattr(arkworker, name)
+        if isinstance(obj, type) or (callable(obj) and hasattr(obj, "__qualname__")):
+            assert obj.__module__ == "arkworker", name
+
+
+def test_arkts_spelling_reads_naturally():
+    """`import arkworker as worker` gives `worker.ThreadWorker` and `worker.worker_port`."""
+    import arkworker as worker
+
+    assert worker.ThreadWorker is arkworker.ThreadWorker
+    assert worker.worker_port is arkworker.worker_port
+
+
+def test_version_comes_from_package_metadata():
+    """`arkworker.__version__` is the installed distribution's version."""
+    from importlib.metadata import version
+
+    assert arkworker.__version__ == version("arkworker")
+
+
+def test_only_the_transport_module_crosses_threads():
+    """Scheduling on another thread's loop, or waiting for another thread, happens in `_transport.py` alone."""
+    crossing = re.compile(
+        r"call_soon_threadsafe|run_coroutine_threadsafe|threading\.(Event|Condition|Thread)\b"
+    )
+    offenders = [
+        path.name
+        for path in PACKAGE.glob("*.py")
+        if path.name != "_transport.py" and crossing.search(path.read_text())
+    ]
+    assert offenders == []
