@@ -86,9 +86,9 @@ class Channel:
         An item put with ``counted=False`` (a control item) takes no part in ``depth``, and the receiver
         must not mark it done.
         """
-        self._items.append(item)
         if counted:
-            self.sent += 1
+            self.sent += 1  # before the append: the receiver may take the item at once
+        self._items.append(item)
         if self._receiver.is_closed():
             return False
         if not self._wake_pending:
