@@ -140,7 +140,7 @@ class ThreadWorkerGlobalScope(EventTarget):
         if self._state >= _TERMINATING:
             return
         self._state = _TERMINATING
-        self._outbox.put(proto.CLOSING)
+        self._outbox.put(proto.CLOSING, counted=False)
         self._finish()
 
     def call_global_call_object_method(
@@ -184,13 +184,13 @@ class ThreadWorkerGlobalScope(EventTarget):
         result = call_in_order(self._callbacks("error"), event, self._onerror_failed)
         report = proto.ErrorReport(event, "error")
         if result is None:
-            self._outbox.put(report)
+            self._outbox.put(report, counted=False)
         else:
             self._spawn(self._report_after(result, report))
 
     async def _report_after(self, awaitable: Awaitable[None], report: proto.ErrorReport) -> None:
         await awaitable
-        self._outbox.put(report)
+        self._outbox.put(report, counted=False)
 
     def _onerror_failed(self, exc: Exception) -> None:
         # Not the error path again: an onerror that raises would loop forever.
@@ -199,7 +199,7 @@ class ThreadWorkerGlobalScope(EventTarget):
     def _message_error(self, exc: SerializationError) -> None:
         """A message could not be copied or rebuilt here: ``onmessageerror``, and the exit code becomes 1."""
         event = error_event(exc, "messageerror")
-        self._outbox.put(proto.ErrorReport(event, "messageerror"))
+        self._outbox.put(proto.ErrorReport(event, "messageerror"), counted=False)
         result = call_in_order(self._callbacks("messageerror"), event, self._handler_error)
         if result is not None:
             self._spawn(cast("Coroutine[Any, Any, None]", result))
@@ -355,7 +355,7 @@ class ThreadWorkerGlobalScope(EventTarget):
                 )
             return
         self._state = _RUNNING
-        self._outbox.put(proto.STARTED)
+        self._outbox.put(proto.STARTED, counted=False)
         for payload in held:
             self._outbox.put(payload)
         self._inbox.on_ready = self._pump

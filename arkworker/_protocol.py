@@ -1,7 +1,8 @@
 """The items that travel between a host and its worker, besides plain messages.
 
 A plain message travels as its payload alone (whatever ``_clone.pack`` returned); every other item is an
-instance of one of these classes, so a receiver tells them apart with one type test.
+instance of one of these classes, so a receiver tells them apart with one type test. Messages, requests
+and replies count toward an inbox's depth; the other items are control and travel uncounted.
 """
 
 from __future__ import annotations

@@ -377,8 +377,8 @@ class ThreadWorker(EventTarget):
             if kind not in proto.TO_HOST:
                 self._on_message(item)
                 continue
-            outbox.mark_done()
             if kind is proto.Reply:
+                outbox.mark_done()
                 self._on_reply(cast("proto.Reply", item))
             elif kind is proto.ErrorReport:
                 self._on_error(cast("proto.ErrorReport", item))
@@ -472,7 +472,7 @@ class ThreadWorker(EventTarget):
 
     def _thread_ended(self, crash: BaseException | None) -> None:
         # Worker thread, its very last call.
-        self._outbox.put(proto.Exited(crash))
+        self._outbox.put(proto.Exited(crash), counted=False)
 
     def _on_exited(self, exited: proto.Exited) -> None:
         self._transport.join()  # sending Exited was the thread's last act: this returns at once
