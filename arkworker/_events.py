@@ -63,13 +63,14 @@ class Event:
 
 
 class MessageEvent(Event, Generic[T]):
-    """A message; ``data`` is what the other side posted."""
+    """A message; ``data`` is what the other side posted. Its ``type`` is always ``"message"``."""
 
     __slots__ = ("data",)
+    # One per message: the constant fields are class attributes, so building one sets a single slot.
+    type = "message"
+    time_stamp = 0.0
 
-    def __init__(self, data: T, type: str = "message") -> None:  # noqa: A002 - the ArkTS name
-        self.type = type
-        self.time_stamp = 0.0
+    def __init__(self, data: T) -> None:
         self.data = data
 
     def __repr__(self) -> str:

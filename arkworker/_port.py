@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from . import _protocol as proto
 from ._buffer import MessageBuffer, MessageIterator
-from ._clone import check_transfer, pack, unpack
+from ._clone import Packed, check_transfer, pack, unpack
 from ._errors import (
     GlobalCallTimeoutError,
     NotInWorkerError,
@@ -222,36 +222,44 @@ class ThreadWorkerGlobalScope(EventTarget):
 
     def _pump(self) -> None:
         inbox = self._inbox
-        while self._busy is None and self._state is _RUNNING:
-            item = inbox.get()
-            if item is EMPTY:
-                return
-            kind = type(item)
-            if kind not in proto.TO_WORKER:
-                self._on_message(item)
-            elif kind is proto.Request:
-                self._on_urgent()  # a cancellation that arrived while we were busy drops this request
-                self._on_request(cast("proto.Request", item))
-            else:
-                self._state = _TERMINATING
-                self._finish()
-
-    def _on_message(self, payload: object) -> None:
+        handled = 0  # messages handled to completion in this run, marked done together at the end
         try:
-            data = unpack(payload)
-        except SerializationError as exc:
-            self._inbox.mark_done()
-            self._message_error(exc)
-            return
-        callbacks = self._callbacks("message")
+            while self._busy is None and self._state is _RUNNING:
+                item = inbox.get()
+                if item is EMPTY:
+                    return
+                kind = type(item)
+                if kind not in proto.TO_WORKER:
+                    handled += self._on_message(item)
+                elif kind is proto.Request:
+                    self._on_urgent()  # a cancellation that arrived while we were busy drops this request
+                    self._on_request(cast("proto.Request", item))
+                else:
+                    self._state = _TERMINATING
+                    self._finish()
+        finally:
+            if handled:
+                inbox.mark_done(handled)
+
+    def _on_message(self, payload: object) -> bool:
+        """Dispatch one message; True iff it was handled to completion right now."""
+        if type(payload) is Packed:
+            try:
+                data = unpack(payload)
+            except SerializationError as exc:
+                self._message_error(exc)
+                return True
+        else:
+            data = payload
+        callbacks = self._cache.get("message") or self._callbacks("message")
         if not callbacks:
             self._buffer.push(data)  # marked done when a messages() reader takes it
-            return
+            return False
         result = call_in_order(callbacks, MessageEvent(data), self._handler_error)
         if result is None:
-            self._inbox.mark_done()
-        else:
-            self._hold(self._loop.create_task(cast("Coroutine[Any, Any, None]", result)), self._resume)
+            return True
+        self._hold(self._loop.create_task(cast("Coroutine[Any, Any, None]", result)), self._resume)
+        return False
 
     def _hold(self, task: asyncio.Task[Any], on_done: Any) -> None:
         self._busy = task

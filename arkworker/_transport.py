@@ -155,9 +155,9 @@ class Channel:
             taken.append(self._urgent.popleft())
         return taken
 
-    def mark_done(self) -> None:
-        """One item is fully consumed; may let a sender waiting for space go on."""
-        self.done_count += 1
+    def mark_done(self, count: int = 1) -> None:
+        """``count`` items are fully consumed; may let a sender waiting for space go on."""
+        self.done_count += count
         if self._space_wanted and self.sent - self.done_count <= self._low_water:
             self._space_wanted = False
             run_soon(self._sender, self._release_space)

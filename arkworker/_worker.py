@@ -18,7 +18,7 @@ from typing import Any, cast
 from . import _limits
 from . import _protocol as proto
 from ._buffer import MessageBuffer, MessageIterator
-from ._clone import check_transfer, pack, unpack
+from ._clone import Packed, check_transfer, pack, unpack
 from ._errors import (
     GlobalCallMethodNotCallableError,
     GlobalCallObjectNotRegisteredError,
@@ -369,26 +369,30 @@ class ThreadWorker(EventTarget):
 
     def _pump(self) -> None:
         outbox = self._outbox
-        while self._busy is None:
-            item = outbox.get()
-            if item is EMPTY:
-                return
-            kind = type(item)
-            if kind not in proto.TO_HOST:
-                self._on_message(item)
-                continue
-            if kind is proto.Reply:
-                outbox.mark_done()
-                self._on_reply(cast("proto.Reply", item))
-            elif kind is proto.ErrorReport:
-                self._on_error(cast("proto.ErrorReport", item))
-            elif kind is proto.Started:
-                if self._state is _STARTING:
-                    self._state = _RUNNING
-            elif kind is proto.Closing:
-                self._state = max(self._state, _TERMINATING)
-            else:
-                self._on_exited(cast("proto.Exited", item))
+        handled = 0  # messages and replies handled in this run, marked done together at the end
+        try:
+            while self._busy is None:
+                item = outbox.get()
+                if item is EMPTY:
+                    return
+                kind = type(item)
+                if kind not in proto.TO_HOST:
+                    handled += self._on_message(item)
+                elif kind is proto.Reply:
+                    handled += 1
+                    self._on_reply(cast("proto.Reply", item))
+                elif kind is proto.ErrorReport:
+                    self._on_error(cast("proto.ErrorReport", item))
+                elif kind is proto.Started:
+                    if self._state is _STARTING:
+                        self._state = _RUNNING
+                elif kind is proto.Closing:
+                    self._state = max(self._state, _TERMINATING)
+                else:
+                    self._on_exited(cast("proto.Exited", item))
+        finally:
+            if handled:
+                outbox.mark_done(handled)
 
     def _hold(self, awaitable: Awaitable[None]) -> None:
         task = self._loop.create_task(cast("Coroutine[Any, Any, None]", awaitable))
@@ -399,22 +403,25 @@ class ThreadWorker(EventTarget):
         self._busy = None
         self._pump()
 
-    def _on_message(self, payload: object) -> None:
+    def _on_message(self, payload: object) -> bool:
+        """Dispatch one message; True iff it is done with (not waiting in the buffer)."""
         self._received += 1
-        try:
-            data = unpack(payload)
-        except SerializationError as exc:
-            self._outbox.mark_done()
-            self._message_error(exc)
-            return
-        callbacks = self._callbacks("message")
+        if type(payload) is Packed:
+            try:
+                data = unpack(payload)
+            except SerializationError as exc:
+                self._message_error(exc)
+                return True
+        else:
+            data = payload
+        callbacks = self._cache.get("message") or self._callbacks("message")
         if not callbacks:
             self._buffer.push(data)  # marked done when a messages() reader takes it
-            return
-        self._outbox.mark_done()
+            return False
         result = call_in_order(callbacks, MessageEvent(data), self._report_callback_error)
         if result is not None:
             self._hold(result)
+        return True
 
     def _on_reply(self, reply: proto.Reply) -> None:
         self._received += 1
