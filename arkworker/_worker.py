@@ -10,6 +10,7 @@ import asyncio
 import inspect
 import itertools
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
@@ -71,7 +72,7 @@ class ThreadWorker(EventTarget):
 
     def __init__(
         self,
-        script: str | Callable[[ThreadWorkerGlobalScope], Any],
+        script: str | os.PathLike[str] | Callable[[ThreadWorkerGlobalScope], Any],
         *,
         name: str | None = None,
         priority: ThreadWorkerPriority | int | None = None,
