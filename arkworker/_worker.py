@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any, cast
 
-from . import _limits
+from . import _hostloop, _limits
 from . import _protocol as proto
 from ._buffer import MessageBuffer, MessageIterator
 from ._clone import Packed, check_transfer, pack, unpack
@@ -135,6 +135,7 @@ class ThreadWorker(EventTarget):
         self._parent = current_port()
         if self._parent is not None:
             self._parent._children.add(self)
+        _hostloop.track(self._loop, self)
         self._outbox.on_ready = self._pump
         self._outbox.on_urgent = self._on_urgent
         port = ThreadWorkerGlobalScope(transport, self._script, name, clone, max_message_size)
@@ -505,6 +506,7 @@ class ThreadWorker(EventTarget):
         self._buffer.close()
         if self._parent is not None:
             self._parent._children.discard(self)
+        _hostloop.untrack(self._loop, self)
         self._exit_code = 1 if self._error_exit else 0
         callbacks = ((self.onexit,) if self.onexit is not None else ()) + self._callbacks("exit")
         result = call_in_order(callbacks, self._exit_code, self._report_callback_error)

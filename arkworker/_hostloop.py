@@ -1,0 +1,69 @@
+"""The end of a host loop: workers still alive when their host's event loop shuts down are terminated.
+
+``asyncio.run``, ``asyncio.Runner``, ``uvloop.run`` and pytest-asyncio finish a loop by closing its
+async generators (``loop.shutdown_asyncgens``). Each host loop gets one watching generator; closing it
+terminates the loop's live workers and waits, bounded, for their exit, so that the host does not leave
+threads behind that could no longer deliver anything to it. A loop closed without that step leaves its
+workers to interpreter exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import weakref
+from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING
+
+from ._limits import EXIT_TIMEOUT
+
+if TYPE_CHECKING:
+    from ._worker import ThreadWorker
+
+logger = logging.getLogger("arkworker")
+
+# The live workers of each host loop, and the generator that terminates them when the loop ends.
+_watched: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[set[ThreadWorker], object]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def track(loop: asyncio.AbstractEventLoop, worker: ThreadWorker) -> None:
+    """Host loop thread, while ``loop`` runs: terminate ``worker`` if ``loop`` ends before it does."""
+    entry = _watched.get(loop)
+    if entry is None:
+        workers: set[ThreadWorker] = set()
+        watcher = _watch(workers)
+        # One step registers the generator with the running loop (its first-iteration hook).
+        with contextlib.suppress(StopIteration):
+            watcher.asend(None).send(None)
+        entry = _watched[loop] = (workers, watcher)
+    entry[0].add(worker)
+
+
+def untrack(loop: asyncio.AbstractEventLoop, worker: ThreadWorker) -> None:
+    """Host loop thread: ``worker`` has exited."""
+    entry = _watched.get(loop)
+    if entry is not None:
+        entry[0].discard(worker)
+
+
+async def _watch(workers: set[ThreadWorker]) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        live = list(workers)
+        if live:
+            exits = [asyncio.ensure_future(worker.terminate()) for worker in live]
+            _, stuck = await asyncio.wait(exits, timeout=EXIT_TIMEOUT)
+            for future in stuck:
+                future.cancel()
+            if stuck:
+                names = [repr(worker) for worker, done in zip(live, exits, strict=True) if done in stuck]
+                logger.warning(
+                    "host loop ended: %d worker(s) did not exit within %.1f s: %s",
+                    len(stuck),
+                    EXIT_TIMEOUT,
+                    ", ".join(names),
+                )
