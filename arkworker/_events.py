@@ -40,15 +40,24 @@ class ThreadWorkerPriority(enum.IntEnum):
     """The OS scheduling priority of a worker thread (ArkTS ``ThreadWorkerPriority``)."""
 
     HIGH = 0
+    """Nice 5 below the creating thread, where the OS permits."""
     MEDIUM = 1
+    """The creating thread's nice value."""
     LOW = 2
+    """Nice 5 above the creating thread (at most 19)."""
     IDLE = 3
+    """Nice 19, the weakest."""
     DEADLINE = 4
+    """Nice 10 below the creating thread, where the OS permits."""
     VIP = 5
+    """Nice 15 below the creating thread, where the OS permits."""
 
 
 class Event:
-    """An event with a ``type``; build custom ones for ``dispatch_event``."""
+    """An event: ``type`` names it and ``time_stamp`` is 0.0 (ArkTS leaves it unsupported too).
+
+    Build custom ones for ``dispatch_event``: ``Event("progress")``.
+    """
 
     __slots__ = ("time_stamp", "type")
 
@@ -109,7 +118,9 @@ class WorkerStatistics:
     """A snapshot of one worker, taken on the host loop by ``ThreadWorker.statistics()``."""
 
     name: str | None
+    """The worker's name."""
     state: WorkerState
+    """The worker's state, as the host saw it."""
     messages_sent: int
     """Messages and requests the host posted to the worker."""
     messages_received: int
@@ -127,6 +138,7 @@ class WorkerStatistics:
     discarded: int
     """Inbound messages the worker discarded when it closed or failed to start."""
     exit_code: int | None
+    """The exit code, or None while the worker has not exited."""
 
 
 def _typename(value: object) -> str:
@@ -171,8 +183,15 @@ class EventTarget:
     """Handler properties and listeners of one side. Call only on that side's loop thread."""
 
     onmessage = Handler()
+    """Called with a ``MessageEvent`` for each message from the other side (a sync or async function).
+
+    In a worker, its return value answers a request."""
     onmessageerror = Handler()
+    """Called with an ``ErrorEvent`` (its ``error`` a ``SerializationError``) when a message cannot be
+    copied or rebuilt on this side."""
     onerror = Handler()
+    """Called with the ``ErrorEvent`` of a worker error. On the host, without ``onallerrors``, the worker
+    then terminates; in the worker it runs before the host hears of the error."""
 
     # Event types whose ``dispatch_event`` also calls a handler property.
     _PROPERTY_FOR: ClassVar[dict[str, str]] = {
@@ -194,6 +213,7 @@ class EventTarget:
         self._add(type, fn, once=False)
 
     add_event_listener = on
+    """The same as ``on``."""
 
     def once(self, type: str, fn: Callback) -> None:  # noqa: A002 - the ArkTS name
         """Add a listener that is removed after its first call."""
@@ -213,6 +233,7 @@ class EventTarget:
             listeners[:] = [entry for entry in listeners if entry.fn != fn]
 
     remove_event_listener = off
+    """The same as ``off``."""
 
     def remove_all_listener(self) -> None:
         """Remove every listener of every type (handler properties stay)."""

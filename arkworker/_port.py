@@ -58,14 +58,16 @@ def error_event(exc: BaseException, type: str = "error") -> ErrorEvent:  # noqa:
 class ThreadWorkerGlobalScope(EventTarget):
     """The worker's side of a worker: what ``worker_port`` is inside a worker thread.
 
-    Every method runs on the worker's loop thread. Example, a worker script::
+    Every method runs on the worker's loop thread. A worker script:
 
-        from arkworker import worker_port
+    ```python
+    from arkworker import worker_port
 
-        def on_message(event):
-            worker_port.post_message(event.data * 2)
+    def on_message(event):
+        worker_port.post_message(event.data * 2)
 
-        worker_port.onmessage = on_message
+    worker_port.onmessage = on_message
+    ```
     """
 
     def __init__(
@@ -336,7 +338,7 @@ class ThreadWorkerGlobalScope(EventTarget):
             self._handler_error(cast("BaseException", task.exception()))
         self.close()
 
-    async def run(self) -> None:
+    async def _run(self) -> None:
         """The worker's life: the top level, then messages until ``terminate()`` or ``close()``."""
         _local.port = self
         self._loop.set_exception_handler(self._loop_exception)

@@ -46,7 +46,6 @@ logger = logging.getLogger("arkworker")
 
 _STARTING, _RUNNING = WorkerState.STARTING, WorkerState.RUNNING
 _TERMINATING, _TERMINATED = WorkerState.TERMINATING, WorkerState.TERMINATED
-_MiB = 1024 * 1024
 _numbers = itertools.count(1)
 # Async onmessageerror callbacks of post_message, which cannot await them; kept alive until done.
 _background: set[asyncio.Task[None]] = set()
@@ -58,17 +57,39 @@ class ThreadWorker(EventTarget):
     """A worker: a dedicated OS thread running its own event loop and ``script``.
 
     Create it inside async code: the thread starts at once, and messages posted before the script's top
-    level finished are queued for it. Every method must be called on the host loop's thread. Example::
+    level finished are queued for it. Every method must be called on the host loop's thread.
 
-        async with ThreadWorker("examples/workers/hello.py") as w:
-            await w.post_message("hello world")
-            async for reply in w.messages():
-                print(reply)
-                break
+    ```python
+    async with ThreadWorker("examples/workers/hello.py") as w:
+        await w.post_message("hello world")
+        async for reply in w.messages():
+            print(reply)
+            break
+    ```
+
+    :param script: a path to a ``.py`` file, a dotted module name, or a callable called as ``fn(port)``
+        in the worker thread (a returned coroutine is the worker's life). A file or module runs in a fresh
+        namespace per worker.
+    :param name: the worker's name: ``worker_port.name``, the thread name ``arkworker-<name>`` and, best
+        effort, the OS thread name (15 bytes).
+    :param priority: a ``ThreadWorkerPriority`` applied to the thread as its OS scheduling priority.
+    :param loop_factory: builds the worker's loop: ``asyncio.new_event_loop`` by default, or
+        ``"uvloop"``.
+    :param max_inbox: how many unhandled messages an inbox may hold before ``await post_message(...)``
+        waits (both directions).
+    :param clone: copy messages (the default); ``False`` passes every object by reference.
+    :param max_message_size: the largest copied message, in pickled bytes.
+    :raises ParameterError: if an argument has the wrong type or value.
+    :raises InvalidScriptError: if the script file or module cannot be found.
+    :raises WorkerInitializationError: without a running event loop, past the worker limit, or when
+        ``loop_factory`` fails.
     """
 
     onallerrors = Handler()
+    """Called with the ``ErrorEvent`` of every worker error; the worker keeps running. Takes precedence
+    over ``onerror``."""
     onexit = Handler()
+    """Called with the exit code once the worker's thread has ended."""
 
     def __init__(
         self,
@@ -79,7 +100,7 @@ class ThreadWorker(EventTarget):
         loop_factory: LoopFactory | str | None = None,
         max_inbox: int = 1024,
         clone: bool = True,
-        max_message_size: int = 16 * _MiB,
+        max_message_size: int = 16 * 1024 * 1024,
     ) -> None:
         super().__init__()
         priority = _check_options(name, priority, max_inbox, clone, max_message_size)
@@ -139,7 +160,7 @@ class ThreadWorker(EventTarget):
         self._outbox.on_ready = self._pump
         self._outbox.on_urgent = self._on_urgent
         port = ThreadWorkerGlobalScope(transport, self._script, name, clone, max_message_size)
-        transport.start(port.run, self._thread_ended)
+        transport.start(port._run, self._thread_ended)
 
     def __repr__(self) -> str:
         return f"<ThreadWorker {self._label} {self._state.name}>"

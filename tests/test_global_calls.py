@@ -241,7 +241,7 @@ async def test_timeout_error_reaches_host_requester_as_timeout_error():
     assert caught.value.code == 10200021
 
 
-@pytest.mark.parametrize("timeout_ms", [0, -1, 5001, 10**9, 5000, 1])
+@pytest.mark.parametrize("timeout_ms", [0, -1, 5001, 10**9, 5000, 1000])
 async def test_zero_or_out_of_range_timeout_is_accepted(timeout_ms):
     """A timeout_ms of 0 or out of range (meaning 5000) is accepted, as are in-range values."""
     async with ThreadWorker(caller) as w:
