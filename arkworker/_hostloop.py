@@ -59,11 +59,11 @@ async def _watch(workers: set[ThreadWorker]) -> AsyncGenerator[None, None]:
             _, stuck = await asyncio.wait(exits, timeout=EXIT_TIMEOUT)
             for future in stuck:
                 future.cancel()
-            if stuck:
-                names = [repr(worker) for worker, done in zip(live, exits, strict=True) if done in stuck]
-                logger.warning(
-                    "host loop ended: %d worker(s) did not exit within %.1f s: %s",
-                    len(stuck),
-                    EXIT_TIMEOUT,
-                    ", ".join(names),
-                )
+            for worker, done in zip(live, exits, strict=True):
+                if done in stuck:
+                    logger.warning(
+                        "host loop ended: worker %s did not exit within %.1f s",
+                        worker,
+                        EXIT_TIMEOUT,
+                        extra={"worker": repr(worker)},
+                    )

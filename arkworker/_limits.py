@@ -69,14 +69,14 @@ def _stop_all(timeout: float = EXIT_TIMEOUT) -> None:
     for slot in slots:
         slot.stop()
     deadline = time.monotonic() + timeout
-    stuck = [slot.name for slot in slots if not slot.transport.join(max(0.0, deadline - time.monotonic()))]
-    if stuck:
-        logger.warning(
-            "interpreter exit: %d worker(s) did not finish within %.1f s and were abandoned: %s",
-            len(stuck),
-            timeout,
-            ", ".join(stuck),
-        )
+    for slot in slots:
+        if not slot.transport.join(max(0.0, deadline - time.monotonic())):
+            logger.warning(
+                "interpreter exit: worker %s did not finish within %.1f s and was abandoned",
+                slot.name,
+                timeout,
+                extra={"worker": slot.name},
+            )
 
 
 atexit.register(_stop_all)

@@ -71,10 +71,17 @@ class ThreadWorkerGlobalScope(EventTarget):
     """
 
     def __init__(
-        self, transport: WorkerThread, script: Script, name: str | None, clone: bool, max_size: int
+        self,
+        transport: WorkerThread,
+        script: Script,
+        name: str | None,
+        label: str,
+        clone: bool,
+        max_size: int,
     ) -> None:
         super().__init__()
         self._name = name
+        self._label = label  # how logs and messages name this worker
         self._transport = transport
         self._loop = transport.loop
         self._inbox = transport.inbox
@@ -196,7 +203,9 @@ class ThreadWorkerGlobalScope(EventTarget):
 
     def _onerror_failed(self, exc: Exception) -> None:
         # Not the error path again: an onerror that raises would loop forever.
-        logger.error("worker %r: its onerror handler raised", self._name, exc_info=exc)
+        logger.error(
+            "worker %s: its onerror handler raised", self._label, exc_info=exc, extra={"worker": self._label}
+        )
 
     def _message_error(self, exc: SerializationError) -> None:
         """A message could not be copied or rebuilt here: ``onmessageerror``, and the exit code becomes 1."""
@@ -361,7 +370,10 @@ class ThreadWorkerGlobalScope(EventTarget):
         if self._state is not _STARTING:
             if held:
                 logger.warning(
-                    "worker %r did not start; %d messages it posted were not delivered", self._name, len(held)
+                    "worker %s did not start; %d messages it posted were not delivered",
+                    self._label,
+                    len(held),
+                    extra={"worker": self._label},
                 )
             return
         self._state = _RUNNING

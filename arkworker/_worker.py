@@ -114,6 +114,7 @@ class ThreadWorker(EventTarget):
         self._script = resolve(script)
         number = next(_numbers)
         self._name = name
+        # How logs, errors and reprs name this worker: its name, or its number and script.
         self._label = repr(name) if name is not None else f"#{number} ({self._script.describe()})"
         thread_name = f"arkworker-{name if name is not None else number}"
         try:
@@ -159,7 +160,7 @@ class ThreadWorker(EventTarget):
         _hostloop.track(self._loop, self)
         self._outbox.on_ready = self._pump
         self._outbox.on_urgent = self._on_urgent
-        port = ThreadWorkerGlobalScope(transport, self._script, name, clone, max_message_size)
+        port = ThreadWorkerGlobalScope(transport, self._script, name, self._label, clone, max_message_size)
         transport.start(port._run, self._thread_ended)
 
     def __repr__(self) -> str:
@@ -515,7 +516,10 @@ class ThreadWorker(EventTarget):
         self._discarded = self._inbox.depth
         if self._discarded:
             logger.warning(
-                "worker %s exited with %d inbound messages unhandled", self._label, self._discarded
+                "worker %s exited with %d inbound messages unhandled",
+                self._label,
+                self._discarded,
+                extra={"worker": self._label},
             )
         for future in self._pending.values():
             if not future.done():
