@@ -47,7 +47,8 @@ def admit(transport: WorkerThread, stop: Callable[[], object], name: str) -> Non
     A slot is free again only once its thread has really ended.
     """
     with _lock:
-        _slots[:] = [slot for slot in _slots if slot.transport.is_alive()]
+        if len(_slots) >= _max_workers:  # forget ended workers only when it matters: O(n) each time
+            _slots[:] = [slot for slot in _slots if slot.transport.is_alive()]
         if len(_slots) >= _max_workers:
             raise WorkerInitializationError(
                 f"cannot start worker {name!r}: {len(_slots)} workers are alive and the limit is "
