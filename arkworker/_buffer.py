@@ -12,16 +12,19 @@ class MessageBuffer:
     """Messages waiting for a ``messages()`` reader. Loop-confined: use on its owner's loop only."""
 
     def __init__(self, on_take: Callable[[], object]) -> None:
-        self._items: collections.deque[Any] = collections.deque()
-        self._getters: collections.deque[asyncio.Future[None]] = collections.deque()
+        # Most workers never buffer a message: both queues are made on first use.
+        self._items: collections.deque[Any] | None = None
+        self._getters: list[asyncio.Future[None]] = []
         self._closed = False
         self._on_take = on_take
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._items) if self._items else 0
 
     def push(self, data: object) -> None:
         """Add a message and wake the oldest waiting reader."""
+        if self._items is None:
+            self._items = collections.deque()
         self._items.append(data)
         self._wake_one()
 
@@ -33,7 +36,7 @@ class MessageBuffer:
 
     def _wake_one(self) -> None:
         while self._getters:
-            getter = self._getters.popleft()
+            getter = self._getters.pop(0)
             if not getter.done():
                 getter.set_result(None)
                 return
@@ -48,9 +51,10 @@ class MessageBuffer:
             try:
                 await getter
             except asyncio.CancelledError:
-                # Pass a wake-up meant for us on to the next reader.
-                if getter.done() and not getter.cancelled() and self._items:
-                    self._wake_one()
+                if getter in self._getters:
+                    self._getters.remove(getter)
+                elif not getter.cancelled() and self._items:
+                    self._wake_one()  # pass the wake-up meant for us on to the next reader
                 raise
         self._on_take()
         return self._items.popleft()

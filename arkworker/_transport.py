@@ -65,7 +65,7 @@ class Channel:
         self.limit = limit
         self._low_water = limit // 2
         self._items: collections.deque[object] = collections.deque()
-        self._urgent: collections.deque[object] = collections.deque()
+        self._urgent: list[object] = []  # rare and short: a list is lighter than a deque
         # True iff a wake-up is scheduled or the receiver is still working through the items.
         self._wake_pending = False
         self.sent = 0  # written by the sender only
@@ -152,7 +152,7 @@ class Channel:
         """Every urgent item waiting, oldest first."""
         taken = []
         while self._urgent:
-            taken.append(self._urgent.popleft())
+            taken.append(self._urgent.pop(0))  # one atomic pop at a time: a put may race with us
         return taken
 
     def mark_done(self, count: int = 1) -> None:
