@@ -1,0 +1,47 @@
+"""The benchmark runs end to end on tiny sizes and prints its tables. Timings are never asserted."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+RUN = pathlib.Path(__file__).resolve().parent.parent / "bench" / "run.py"
+
+
+@pytest.mark.timeout(180)
+def test_bench_smoke_run_prints_every_table(tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(RUN), "--smoke", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    text = proc.stdout
+    assert "# arkworker benchmark (smoke run)" in text
+    assert "- command: `" in text
+    for title in (
+        "## A. Round trip",
+        "## B. One-way throughput",
+        "## C. Start-up",
+        "## D. Memory",
+        "## E. The price",
+    ):
+        assert title in text
+    for key in ("floor", "floor-uv", "ark", "ark-uvw", "ark-uv"):
+        assert f"\n| {key} | " in text, f"no {key} row"
+    assert "| 1 KiB dict |" in text
+
+    report = json.loads(out.read_text())
+    scenarios = report["scenarios"]
+    assert set(scenarios) == {"A", "B", "C", "D", "E"}
+    for name in "ABC":
+        assert {"floor", "ark", "ark-uv"} <= set(scenarios[name]["results"])
+    assert "ark@5" in scenarios["D"]["results"]
+    assert {"ark", "ark-nocopy", "floor"} <= set(scenarios["E"]["results"]["1 KiB dict"])
