@@ -25,30 +25,33 @@ from ._errors import ParameterError, SerializationError
 
 T = TypeVar("T")
 
-_ATOMS: frozenset[type] = frozenset({type(None), bool, int, float, complex, str, bytes})
+_SCALARS: frozenset[type] = frozenset({type(None), bool, float, complex})
 
 
-def is_immutable(data: object) -> bool:
-    """True iff ``data`` is made only of immutable builtins, so it can cross without a copy."""
+def immutable_size(data: object) -> int:
+    """An upper bound of the pickled size of ``data`` if it is made only of immutable builtins (None,
+    bool, int, float, complex, str, bytes, and tuples and frozensets of them), else -1.
+
+    Such data crosses without a copy: nobody can mutate it.
+    """
     kind = type(data)
-    if kind in _ATOMS:
-        return True
+    if kind is int:
+        return int(data.bit_length()) // 8 + 16  # type: ignore[attr-defined]
+    if kind is str:
+        return 4 * len(data) + 16  # type: ignore[arg-type]
+    if kind in _SCALARS:
+        return 32
+    if kind is bytes:
+        return len(data) + 16  # type: ignore[arg-type]
     if kind is tuple or kind is frozenset:
-        return all(is_immutable(item) for item in data)  # type: ignore[attr-defined]
-    return False
-
-
-def _size_bound(data: object) -> int:
-    # An upper bound of the pickled size of immutable ``data``, cheap to compute.
-    if isinstance(data, str):
-        return 4 * len(data) + 16
-    if isinstance(data, bytes):
-        return len(data) + 16
-    if isinstance(data, int):
-        return data.bit_length() // 8 + 16
-    if isinstance(data, (tuple, frozenset)):
-        return 16 + sum(_size_bound(item) for item in data)
-    return 32
+        total = 16
+        for item in data:  # type: ignore[attr-defined]
+            size = immutable_size(item)
+            if size < 0:
+                return -1
+            total += size
+        return total
+    return -1
 
 
 class Packed:
@@ -128,10 +131,14 @@ def check_transfer(transfer: object) -> list[object]:
 
 def pack(data: object, transfer: Iterable[object], *, share: bool, max_size: int) -> object:
     """Sender's thread: what crosses for ``data``. Raises ``SerializationError`` if it cannot be copied."""
-    if not transfer and is_immutable(data):
-        if _size_bound(data) > max_size and len(pickle.dumps(data, protocol=5)) > max_size:
-            raise SerializationError(f"message is over the {max_size}-byte max_message_size when copied")
-        return data
+    if not transfer:
+        size = immutable_size(data)
+        if 0 <= size <= max_size:
+            return data
+        if size > max_size:  # a bound, not the size: measure before refusing
+            if len(pickle.dumps(data, protocol=5)) > max_size:
+                raise SerializationError(f"message is over the {max_size}-byte max_message_size when copied")
+            return data
     refs: list[object] = []
     _state.refs = refs
     _state.share = share

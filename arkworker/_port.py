@@ -11,7 +11,7 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, cast
 
 from . import _protocol as proto
@@ -100,6 +100,7 @@ class ThreadWorkerGlobalScope(EventTarget):
         self._cancelled: set[int] = set()  # requests cancelled before they were dequeued
         self._last_request = 0
         self._internal: set[asyncio.Task[None]] = set()  # error reports still being delivered
+        self._tasks: set[asyncio.Task[Any]] = set()  # every unfinished task of this worker's loop
         self._children: set[ThreadWorker] = set()
 
     @property
@@ -351,6 +352,7 @@ class ThreadWorkerGlobalScope(EventTarget):
         """The worker's life: the top level, then messages until ``terminate()`` or ``close()``."""
         _local.port = self
         self._loop.set_exception_handler(self._loop_exception)
+        self._loop.set_task_factory(self._new_task)
         try:
             await self._start()
             await self._exit
@@ -396,12 +398,26 @@ class ThreadWorkerGlobalScope(EventTarget):
         while self._internal:
             await asyncio.wait(list(self._internal))
         current = asyncio.current_task()
-        others = [task for task in asyncio.all_tasks() if task is not current]
+        others = [task for task in self._tasks if task is not current and not task.done()]
         for task in others:
             task.cancel()
         for outcome in await asyncio.gather(*others, return_exceptions=True):
             if isinstance(outcome, Exception):
                 self._handler_error(outcome)
+
+    def _new_task(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        coro: Coroutine[Any, Any, Any] | Generator[Any, None, Any],
+        /,
+        **options: Any,
+    ) -> asyncio.Task[Any]:
+        # The worker loop's task factory: the worker knows its own tasks without asyncio.all_tasks(),
+        # which scans every task of every thread.
+        task = asyncio.Task(coro, loop=loop, **options)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
 
 class _WorkerPortProxy:

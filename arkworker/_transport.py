@@ -235,15 +235,19 @@ class WorkerThread:
         assert self._on_end is not None
         _set_os_thread_name(self._os_name)
         _apply_priority(self._priority)
+        loop = self.loop
         crash: BaseException | None = None
         try:
-            with asyncio.Runner(loop_factory=lambda: self.loop) as runner:
-                runner.run(self._main())
+            # Not asyncio.Runner: its close() calls asyncio.all_tasks(), which copies every task of every
+            # thread and, with hundreds of workers ending at once, retries for seconds. ``main`` itself
+            # cancels and awaits the tasks it knows of.
+            loop.run_until_complete(self._main())
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
         except BaseException as exc:  # noqa: BLE001 - the thread's end is reported, never lost
             crash = exc
         finally:
-            if not self.loop.is_closed():
-                self.loop.close()
+            loop.close()
             self._on_end(crash)
 
     def join(self, timeout: float | None = None) -> bool:
