@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
 
 
 class MessageBuffer:
@@ -60,7 +62,7 @@ class MessageBuffer:
         return self._items.popleft()
 
 
-class MessageIterator:
+class MessageIterator(Generic[T]):
     """``async for data in worker.messages()``: each message once, in order, until the worker ends."""
 
     __slots__ = ("_buffer",)
@@ -68,8 +70,9 @@ class MessageIterator:
     def __init__(self, buffer: MessageBuffer) -> None:
         self._buffer = buffer
 
-    def __aiter__(self) -> MessageIterator:
+    def __aiter__(self) -> MessageIterator[T]:
         return self
 
-    async def __anext__(self) -> Any:
-        return await self._buffer.get()
+    async def __anext__(self) -> T:
+        data: T = await self._buffer.get()
+        return data

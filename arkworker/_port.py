@@ -141,7 +141,7 @@ class ThreadWorkerGlobalScope(EventTarget):
             raise WorkerNotRunningError("the host's event loop has closed: the message cannot be delivered")
         return self._outbox.wait_for_space()
 
-    def messages(self) -> MessageIterator:
+    def messages(self) -> MessageIterator[Any]:
         """``async for data in worker_port.messages()``: messages no handler took, until the worker exits."""
         return MessageIterator(self._buffer)
 

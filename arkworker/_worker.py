@@ -11,10 +11,11 @@ import inspect
 import itertools
 import logging
 import os
+import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, Generic, Self, cast
 
 from . import _hostloop, _limits
 from . import _protocol as proto
@@ -42,6 +43,11 @@ from ._port import ThreadWorkerGlobalScope, current_port, error_event
 from ._script import forget, resolve
 from ._transport import EMPTY, WorkerThread
 
+if sys.version_info >= (3, 13):
+    from typing import TypeVar
+else:  # TypeVar defaults (PEP 696) arrived in 3.13
+    from typing_extensions import TypeVar
+
 logger = logging.getLogger("arkworker")
 
 _STARTING, _RUNNING = WorkerState.STARTING, WorkerState.RUNNING
@@ -52,8 +58,13 @@ _background: set[asyncio.Task[None]] = set()
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
+SendT = TypeVar("SendT", default=Any)
+"""What the host posts to the worker (``ThreadWorker[SendT, RecvT]``); anything by default."""
+RecvT = TypeVar("RecvT", default=Any)
+"""What the worker posts to the host; anything by default."""
 
-class ThreadWorker(EventTarget):
+
+class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
     """A worker: a dedicated OS thread running its own event loop and ``script``.
 
     Create it inside async code: the thread starts at once, and messages posted before the script's top
@@ -201,7 +212,7 @@ class ThreadWorker(EventTarget):
 
     # -- sending ------------------------------------------------------------------------------------
 
-    def post_message(self, data: object, transfer: list[Any] | tuple[Any, ...] = ()) -> Awaitable[None]:
+    def post_message(self, data: SendT, transfer: list[Any] | tuple[Any, ...] = ()) -> Awaitable[None]:
         """Post ``data`` to the worker at once (never blocks).
 
         Await the result to wait while the worker's inbox holds more than ``max_inbox`` messages.
@@ -213,7 +224,7 @@ class ThreadWorker(EventTarget):
         return self._post(data, transfer, share=False)
 
     def post_message_with_shared_sendable(
-        self, data: object, transfer: list[Any] | tuple[Any, ...] = ()
+        self, data: SendT, transfer: list[Any] | tuple[Any, ...] = ()
     ) -> Awaitable[None]:
         """Like ``post_message``, but ``@sendable`` objects inside ``data`` are shared by reference."""
         return self._post(data, transfer, share=True)
@@ -237,7 +248,7 @@ class ThreadWorker(EventTarget):
             self._message_error(exc)
             raise
 
-    async def request(self, data: object, *, timeout: float | None = None) -> Any:
+    async def request(self, data: SendT, *, timeout: float | None = None) -> Any:
         """Send ``data`` as a request and return what the worker's ``onmessage`` returns for it.
 
         The handler's exception is raised here with its original type and the worker's traceback.
@@ -267,7 +278,7 @@ class ThreadWorker(EventTarget):
                 self._inbox.put_urgent(proto.Cancel(request_id))
             raise
 
-    def messages(self) -> MessageIterator:
+    def messages(self) -> MessageIterator[RecvT]:
         """``async for data in w.messages()``: each message no handler took, in order, until the exit."""
         return MessageIterator(self._buffer)
 
@@ -367,7 +378,7 @@ class ThreadWorker(EventTarget):
             self._exit_waiters.append(future)
         return future
 
-    async def __aenter__(self) -> ThreadWorker:
+    async def __aenter__(self) -> Self:
         self._in_context = True
         return self
 

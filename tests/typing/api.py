@@ -47,7 +47,16 @@ async def host() -> None:
     assert_type(await w.wait(), int)
 
     async with ThreadWorker(setup, loop_factory="uvloop", clone=False) as w2:
-        assert_type(w2, ThreadWorker)
+        assert_type(w2, ThreadWorker[Any, Any])
+
+    # The message types of a worker: what the host posts, and what the worker posts back.
+    typed: ThreadWorker[int, str] = ThreadWorker(setup)
+    typed.post_message(21)
+    typed.post_message("not an int")  # type: ignore[arg-type]
+    async for reply in typed.messages():
+        assert_type(reply, str)
+    async with typed as same:
+        assert_type(same, ThreadWorker[int, str])
     ThreadWorker(pathlib.Path("examples/workers/hello.py"))
     arkworker.set_max_workers(8)
 
