@@ -37,3 +37,10 @@ def docs(session: nox.Session) -> None:
     session.run(
         "mkdocs", "build", "--strict", "--site-dir", session.create_tmp(), env={"NO_MKDOCS_2_WARNING": "1"}
     )
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The benchmark, quick: arkworker beside the raw floor and the peers that install."""
+    session.install("-e", ".", "-r", "bench/requirements.txt")
+    session.run("python", "bench/run.py", "--quick", *session.posargs)
