@@ -217,15 +217,23 @@ class WorkerThread:
         self._priority = priority
         self.thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
         self._main: Callable[[], Coroutine[Any, Any, None]] | None = None
+        self._wrap_up: Callable[[], object] = _nothing
         self._on_end: Callable[[BaseException | None], None] | None = None
 
     def start(
         self,
         main: Callable[[], Coroutine[Any, Any, None]],
+        wrap_up: Callable[[], object],
         on_end: Callable[[BaseException | None], None],
     ) -> None:
-        """Run ``main()`` on the new thread's loop; ``on_end(crash)`` is the thread's very last call."""
+        """Run ``main()`` on the new thread's loop; ``on_end(crash)`` is the thread's very last call.
+
+        If an exception such as ``SystemExit`` escapes a callback and stops the loop before ``main``
+        finished, ``wrap_up()`` is called on the worker thread and the loop runs ``main`` to its end, so
+        its clean-up still happens.
+        """
         self._main = main
+        self._wrap_up = wrap_up
         self._on_end = on_end
         self.thread.start()
 
@@ -241,11 +249,18 @@ class WorkerThread:
             # Not asyncio.Runner: its close() calls asyncio.all_tasks(), which copies every task of every
             # thread and, with hundreds of workers ending at once, retries for seconds. ``main`` itself
             # cancels and awaits the tasks it knows of.
-            loop.run_until_complete(self._main())
+            main = loop.create_task(self._main())
+            try:
+                loop.run_until_complete(main)
+            except BaseException as exc:  # noqa: BLE001 - reported through on_end
+                crash = exc
+                if not main.done():
+                    self._wrap_up()
+                    loop.run_until_complete(main)
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.run_until_complete(loop.shutdown_default_executor())
         except BaseException as exc:  # noqa: BLE001 - the thread's end is reported, never lost
-            crash = exc
+            crash = crash or exc
         finally:
             loop.close()
             self._on_end(crash)
