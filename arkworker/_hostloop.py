@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import weakref
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING
@@ -67,3 +68,13 @@ async def _watch(workers: set[ThreadWorker]) -> AsyncGenerator[None, None]:
                         EXIT_TIMEOUT,
                         extra={"worker": repr(worker)},
                     )
+
+
+def _forget_after_fork() -> None:
+    # A forked child has none of its parent's worker threads: its loops' ends must not wait for them.
+    for workers, _ in _watched.values():
+        workers.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -80,4 +81,13 @@ def _stop_all(timeout: float = EXIT_TIMEOUT) -> None:
             )
 
 
+def _forget_after_fork() -> None:
+    # A forked child has none of its parent's worker threads; its slots start empty.
+    global _lock  # noqa: PLW0603 - a lock held at the fork would never be released in the child
+    _lock = threading.Lock()
+    _slots.clear()
+
+
 atexit.register(_stop_all)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
