@@ -253,7 +253,7 @@ class EventTarget:
             try:
                 result = fn(event)
                 if result is not None and inspect.isawaitable(result):
-                    _schedule(_await_in_order(result, (), event, self._report_callback_error))
+                    _schedule(await_in_order(result, (), event, self._report_callback_error))
             except Exception as exc:  # noqa: BLE001 - reported, never lost
                 self._report_callback_error(exc)
         return True
@@ -306,13 +306,14 @@ def call_in_order(
             report(exc)
             continue
         if result is not None and inspect.isawaitable(result):
-            return _await_in_order(result, callbacks[index + 1 :], payload, report)
+            return await_in_order(result, callbacks[index + 1 :], payload, report)
     return None
 
 
-async def _await_in_order(
+async def await_in_order(
     first: Awaitable[Any], rest: Sequence[Callback], payload: object, report: Callable[[Exception], None]
 ) -> None:
+    """Await ``first``, then call and await each of ``rest`` with ``payload``; errors go to ``report``."""
     try:
         await first
     except Exception as exc:  # noqa: BLE001 - reported, never lost

@@ -25,7 +25,7 @@ from ._errors import (
     WorkerError,
     WorkerNotRunningError,
 )
-from ._events import ErrorEvent, EventTarget, MessageEvent, WorkerState, call_in_order
+from ._events import ErrorEvent, EventTarget, MessageEvent, WorkerState, await_in_order, call_in_order
 from ._script import Script, run_top_level, user_location
 from ._transport import EMPTY, BlockingReply, WorkerThread
 
@@ -264,12 +264,22 @@ class ThreadWorkerGlobalScope(EventTarget):
         else:
             data = payload
         callbacks = self._cache.get("message") or self._callbacks("message")
-        if not callbacks:
+        if len(callbacks) == 1:  # the common case, without call_in_order's loop
+            try:
+                result = callbacks[0](MessageEvent(data))
+            except Exception as exc:  # noqa: BLE001 - the worker's error path
+                self._handler_error(exc)
+                return True
+            if result is None or not inspect.isawaitable(result):
+                return True
+            result = await_in_order(result, (), None, self._handler_error)
+        elif callbacks:
+            result = call_in_order(callbacks, MessageEvent(data), self._handler_error)
+            if result is None:
+                return True
+        else:
             self._buffer.push(data)  # marked done when a messages() reader takes it
             return False
-        result = call_in_order(callbacks, MessageEvent(data), self._handler_error)
-        if result is None:
-            return True
         self._hold(self._loop.create_task(cast("Coroutine[Any, Any, None]", result)), self._resume)
         return False
 

@@ -96,6 +96,16 @@ class Channel:
             return run_soon(self._receiver, self._wake)
         return True
 
+    def send(self, item: object) -> asyncio.Future[None]:
+        """Put a message and return ``wait_for_space()``: posting's hot path, in one call.
+
+        A message put after the receiver's loop closed is counted as undelivered, not refused.
+        """
+        self.put(item)
+        if self.sent - self.done_count <= self.limit:
+            return self._no_wait
+        return self.wait_for_space()
+
     def put_urgent(self, item: object) -> bool:
         """Deliver ``item`` ahead of the FIFO; False if the receiver's loop has closed."""
         self._urgent.append(item)

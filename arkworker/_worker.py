@@ -20,7 +20,7 @@ from typing import Any, Generic, Self, cast
 from . import _hostloop, _limits
 from . import _protocol as proto
 from ._buffer import MessageBuffer, MessageIterator
-from ._clone import Packed, check_transfer, pack, unpack
+from ._clone import Packed, check_transfer, immutable_size, pack, unpack
 from ._errors import (
     GlobalCallMethodNotCallableError,
     GlobalCallObjectNotRegisteredError,
@@ -148,7 +148,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         self._inbox = transport.inbox
         self._outbox = transport.outbox
         self._clone = clone
-        self._max_message_size = max_message_size
+        self._max_size = max_message_size
         self._state = _STARTING
         self._sent = 0
         self._received = 0
@@ -221,6 +221,9 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         :raises WorkerNotRunningError: after ``terminate()``, or once the worker began to exit.
         :raises SerializationError: if ``data`` cannot be copied or is too large (after ``onmessageerror``).
         """
+        if not transfer and self._state < _TERMINATING and 0 <= immutable_size(data) <= self._max_size:
+            self._sent += 1  # the hot path: nothing to copy or check
+            return self._inbox.send(data)
         return self._post(data, transfer, share=False)
 
     def post_message_with_shared_sendable(
@@ -230,9 +233,9 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         return self._post(data, transfer, share=True)
 
     def _post(self, data: object, transfer: object, *, share: bool) -> Awaitable[None]:
-        self._inbox.put(self._payload(data, transfer, share))
+        payload = self._payload(data, transfer, share)
         self._sent += 1
-        return self._inbox.wait_for_space()
+        return self._inbox.send(payload)
 
     def _payload(self, data: object, transfer: object, share: bool) -> object:
         if self._state >= _TERMINATING:
@@ -243,7 +246,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         if not self._clone:
             return data
         try:
-            return pack(data, buffers, share=share, max_size=self._max_message_size)
+            return pack(data, buffers, share=share, max_size=self._max_size)
         except SerializationError as exc:
             self._message_error(exc)
             raise
@@ -347,9 +350,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
             )
             return
         try:
-            call.reply.set(
-                pack(result, (), share=False, max_size=self._max_message_size) if self._clone else result
-            )
+            call.reply.set(pack(result, (), share=False, max_size=self._max_size) if self._clone else result)
         except SerializationError as exc:
             call.reply.set(error=exc)
 
