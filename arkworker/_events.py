@@ -179,8 +179,17 @@ class _Listener:
         self.once = once
 
 
+PLAIN_RESULTS: frozenset[type] = frozenset({type(None), bool, int, float, str, bytes, tuple, list, dict})
+"""Types a handler's result can have that are surely not awaitable: no need to ask ``inspect``."""
+
+
 class EventTarget:
     """Handler properties and listeners of one side. Call only on that side's loop thread."""
+
+    # Where the handler properties keep their callbacks: read directly on hot paths.
+    _onmessage: Callback | None = None
+    _onmessageerror: Callback | None = None
+    _onerror: Callback | None = None
 
     onmessage = Handler()
     """Called with a ``MessageEvent`` for each message from the other side (a sync or async function).

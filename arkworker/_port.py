@@ -25,7 +25,15 @@ from ._errors import (
     WorkerError,
     WorkerNotRunningError,
 )
-from ._events import ErrorEvent, EventTarget, MessageEvent, WorkerState, await_in_order, call_in_order
+from ._events import (
+    PLAIN_RESULTS,
+    ErrorEvent,
+    EventTarget,
+    MessageEvent,
+    WorkerState,
+    await_in_order,
+    call_in_order,
+)
 from ._script import Script, run_top_level, user_location
 from ._transport import EMPTY, BlockingReply, WorkerThread
 
@@ -244,7 +252,8 @@ class ThreadWorkerGlobalScope(EventTarget):
                 if kind not in proto.TO_WORKER:
                     handled += self._on_message(item)
                 elif kind is proto.Request:
-                    self._on_urgent()  # a cancellation that arrived while we were busy drops this request
+                    if inbox.urgent:  # a cancellation that arrived while we were busy drops this request
+                        self._on_urgent()
                     self._on_request(cast("proto.Request", item))
                 else:
                     self._state = _TERMINATING
@@ -270,7 +279,7 @@ class ThreadWorkerGlobalScope(EventTarget):
             except Exception as exc:  # noqa: BLE001 - the worker's error path
                 self._handler_error(exc)
                 return True
-            if result is None or not inspect.isawaitable(result):
+            if type(result) in PLAIN_RESULTS or not inspect.isawaitable(result):
                 return True
             result = await_in_order(result, (), None, self._handler_error)
         elif callbacks:
@@ -298,7 +307,7 @@ class ThreadWorkerGlobalScope(EventTarget):
             self._cancelled.discard(request.id)
             self._inbox.mark_done()
             return
-        handler = self.onmessage
+        handler = self._onmessage
         if handler is None:
             error = WorkerError("the worker has no onmessage handler, so it cannot answer a request")
             self._answer(request.id, None, error)
@@ -310,7 +319,7 @@ class ThreadWorkerGlobalScope(EventTarget):
             self._answer(request.id, None, exc)
             self._inbox.mark_done()
             return
-        if result is not None and inspect.isawaitable(result):
+        if type(result) not in PLAIN_RESULTS and inspect.isawaitable(result):
             task = asyncio.ensure_future(result, loop=self._loop)
             self._requests[request.id] = task
             self._hold(task, functools.partial(self._request_done, request.id))

@@ -65,7 +65,8 @@ class Channel:
         self.limit = limit
         self._low_water = limit // 2
         self._items: collections.deque[object] = collections.deque()
-        self._urgent: list[object] = []  # rare and short: a list is lighter than a deque
+        # Receiver: truthy while urgent items wait (take them with take_urgent). Rare and short: a list.
+        self.urgent: list[object] = []
         # True iff a wake-up is scheduled or the receiver is still working through the items.
         self._wake_pending = False
         self.sent = 0  # written by the sender only
@@ -108,7 +109,7 @@ class Channel:
 
     def put_urgent(self, item: object) -> bool:
         """Deliver ``item`` ahead of the FIFO; False if the receiver's loop has closed."""
-        self._urgent.append(item)
+        self.urgent.append(item)
         return run_soon(self._receiver, self._wake_urgent)
 
     def wait_for_space(self) -> asyncio.Future[None]:
@@ -161,8 +162,8 @@ class Channel:
     def take_urgent(self) -> list[object]:
         """Every urgent item waiting, oldest first."""
         taken = []
-        while self._urgent:
-            taken.append(self._urgent.pop(0))  # one atomic pop at a time: a put may race with us
+        while self.urgent:
+            taken.append(self.urgent.pop(0))  # one atomic pop at a time: a put may race with us
         return taken
 
     def mark_done(self, count: int = 1) -> None:

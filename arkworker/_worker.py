@@ -264,7 +264,10 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
             not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0
         ):
             raise ParameterError(f"timeout must be None or a number of seconds >= 0, not {timeout!r}")
-        payload = self._payload(data, (), False)
+        if self._state < _TERMINATING and 0 <= immutable_size(data) <= self._max_size:
+            payload: object = data  # nothing to copy or check
+        else:
+            payload = self._payload(data, (), False)
         request_id = next(self._request_ids)
         future: asyncio.Future[Any] = self._loop.create_future()
         self._pending[request_id] = future
