@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import gc
 import os
+import re
 import select
 import signal
 import subprocess
@@ -309,7 +310,8 @@ def test_sigint_while_awaiting_requests_exits_and_cancels_the_handlers():
     assert proc.returncode != 0
     assert "KeyboardInterrupt" in err, err
     assert "main cancelled" in out
-    assert sorted(line for line in out.splitlines() if line.startswith("handler cancelled")) == [
+    # Found anywhere in the output: another thread's write may land inside a line printed by main.
+    assert sorted(re.findall(r"handler cancelled \d", out)) == [
         "handler cancelled 0",
         "handler cancelled 1",
         "handler cancelled 2",
