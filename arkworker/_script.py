@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import itertools
 import os
@@ -56,14 +57,24 @@ def resolve(script: object) -> Script:
     if looks_like_path or os.path.isfile(script):
         path = os.path.abspath(script)
         if not os.path.isfile(path):
-            raise InvalidScriptError(f"worker script {script!r} does not exist (looked at {path})")
+            problem = "is not a file" if os.path.exists(path) else "does not exist"
+            raise InvalidScriptError(f"worker script {script!r} {problem} (looked at {path})")
         return Script("file", path)
     try:
         spec = importlib.util.find_spec(script)
-    except (ImportError, ValueError) as exc:
-        raise InvalidScriptError(f"worker module {script!r} cannot be found: {exc}") from exc
+    except Exception as exc:  # finding it imports its parent packages, which may fail
+        raise InvalidScriptError(f"worker module {script!r} cannot be found: {exc!r}") from exc
     if spec is None:
         raise InvalidScriptError(f"worker module {script!r} cannot be found")
+    origin = spec.origin or ""
+    if (
+        getattr(spec.loader, "get_code", None) is None
+        or origin in ("built-in", "frozen")
+        or origin.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+    ):
+        raise InvalidScriptError(
+            f"worker module {script!r} has no Python code to run ({origin or 'no file'})"
+        )
     return Script("module", spec)
 
 

@@ -129,6 +129,9 @@ class Channel:
         for future in waiters:
             if not future.done():
                 future.set_exception(error())
+                # A post from sync code may never be awaited: awaiting still raises, but an unawaited
+                # one is not reported as "exception was never retrieved" (the loss is counted anyway).
+                future.exception()
 
     def _release_space(self) -> None:
         if self.sent - self.done_count > self.limit:

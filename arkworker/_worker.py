@@ -107,7 +107,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         script: str | os.PathLike[str] | Callable[[ThreadWorkerGlobalScope], Any],
         *,
         name: str | None = None,
-        priority: ThreadWorkerPriority | int | None = None,
+        priority: ThreadWorkerPriority | None = None,
         loop_factory: LoopFactory | str | None = None,
         max_inbox: int = 1024,
         clone: bool = True,
@@ -577,13 +577,8 @@ def _check_options(
         raise ParameterError(f"clone must be a bool, not {type(clone).__name__}")
     if not isinstance(max_message_size, int) or isinstance(max_message_size, bool) or max_message_size < 1:
         raise ParameterError(f"max_message_size must be an int of at least 1, not {max_message_size!r}")
-    if priority is None:
-        return None
-    if isinstance(priority, int) and not isinstance(priority, bool):
-        try:
-            return ThreadWorkerPriority(priority)
-        except ValueError:
-            pass
+    if priority is None or isinstance(priority, ThreadWorkerPriority):
+        return priority
     raise ParameterError(f"priority must be a ThreadWorkerPriority, not {priority!r}")
 
 

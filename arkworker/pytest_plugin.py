@@ -46,7 +46,7 @@ _Handler = Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object] | None
 
 class _Options(TypedDict, total=False):
     name: str | None
-    priority: ThreadWorkerPriority | int | None
+    priority: ThreadWorkerPriority | None
     loop_factory: LoopFactory | str | None
     max_inbox: int
     clone: bool
