@@ -1,0 +1,202 @@
+"""Bad inputs the other test files do not reach: each gets a typed error and the runtime keeps working."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import sys
+import threading
+
+import pytest
+
+from arkworker import (
+    Event,
+    GlobalCallMethodNotCallableError,
+    InvalidScriptError,
+    ParameterError,
+    SerializationError,
+    ThreadWorker,
+    WorkerInitializationError,
+    WorkerNotRunningError,
+)
+
+
+def echo(port):
+    port.onmessage = lambda e: e.data
+
+
+async def test_event_type_must_be_a_str():
+    """`on`, `once`, `off` and `Event` refuse an event type that is not a str, and listeners keep working."""
+    async with ThreadWorker(echo) as w:
+        for call in (
+            lambda: w.on(42, print),
+            lambda: w.once(42, print),
+            lambda: w.off(42),
+            lambda: Event(42),
+        ):
+            with pytest.raises(ParameterError, match="event type must be a str") as caught:
+                call()
+            assert caught.value.code == 401
+        seen = []
+        w.on("custom", seen.append)
+        assert w.dispatch_event(Event("custom")) is True
+        assert [event.type for event in seen] == ["custom"]
+
+
+async def test_dispatch_event_needs_an_event():
+    """`dispatch_event` of something that is not an Event raises ParameterError."""
+    async with ThreadWorker(echo) as w:
+        with pytest.raises(ParameterError, match="needs an Event"):
+            w.dispatch_event("message")
+
+
+@pytest.mark.parametrize("timeout", ["1", -1, True])
+async def test_request_timeout_of_a_wrong_type_or_value(timeout):
+    """A request timeout that is not a number of seconds >= 0 raises ParameterError, and nothing is sent."""
+    async with ThreadWorker(echo) as w:
+        with pytest.raises(ParameterError, match="timeout"):
+            await w.request(1, timeout=timeout)
+        assert w.statistics().requests == 0
+        assert await w.request(2) == 2
+
+
+async def test_transfer_that_is_not_a_list_or_tuple():
+    """`transfer` must be a list or tuple of buffers."""
+    async with ThreadWorker(echo) as w:
+        with pytest.raises(ParameterError, match="transfer must be a list or tuple"):
+            w.post_message(b"x", transfer=bytearray(b"x"))  # type: ignore[arg-type]
+        assert await w.request("still here") == "still here"
+
+
+async def test_request_handler_returning_something_uncopyable():
+    """A request whose handler returns an uncopyable value raises SerializationError at the requester."""
+
+    def setup(port):
+        port.onmessage = lambda e: threading.Lock() if e.data == "lock" else e.data
+
+    async with ThreadWorker(setup) as w:
+        with pytest.raises(SerializationError) as caught:
+            await w.request("lock")
+        assert caught.value.code == 10200006
+        assert await w.request("fine") == "fine"
+    assert w.exit_code == 0
+
+
+async def test_global_call_method_returning_a_coroutine():
+    """A plain host method that returns a coroutine is not callable from a worker (10200020)."""
+
+    class Host:
+        def sneaky(self):
+            return asyncio.sleep(0)
+
+    def setup(port):
+        def on_message(e):
+            try:
+                port.call_global_call_object_method("host", "sneaky", 1000)
+            except GlobalCallMethodNotCallableError as exc:
+                return (exc.code, str(exc))
+            return "no error"
+
+        port.onmessage = on_message
+
+    async with ThreadWorker(setup) as w:
+        w.register_global_call_object("host", Host())
+        code, message = await w.request("go")
+    assert code == 10200020
+    assert "returned coroutine" in message
+
+
+@pytest.mark.parametrize("priority", [1, "HIGH", 2.0])
+async def test_priority_must_be_a_member_of_the_enum(priority):
+    """A priority that is not a ThreadWorkerPriority member, even its int value, raises ParameterError."""
+    with pytest.raises(ParameterError, match="priority must be a ThreadWorkerPriority"):
+        ThreadWorker(echo, priority=priority)
+
+
+@pytest.mark.parametrize("module", ["sys", "_json"])
+async def test_module_without_python_code_is_an_invalid_script(module):
+    """A built-in or extension module has no Python code to run: InvalidScriptError (10200007)."""
+    with pytest.raises(InvalidScriptError, match="has no Python code") as caught:
+        ThreadWorker(module)
+    assert caught.value.code == 10200007
+
+
+async def test_module_whose_package_fails_to_import(tmp_path, monkeypatch):
+    """A dotted module whose parent package raises at import is an InvalidScriptError, not that exception."""
+    package = tmp_path / "broken_pkg_for_arkworker"
+    package.mkdir()
+    (package / "__init__.py").write_text("raise RuntimeError('the package is broken')\n")
+    (package / "work.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(InvalidScriptError, match="the package is broken"):
+        ThreadWorker("broken_pkg_for_arkworker.work")
+    sys.modules.pop("broken_pkg_for_arkworker", None)
+
+
+async def test_directory_as_script_is_named_not_a_file(tmp_path):
+    """A directory given as the script path is reported as not a file."""
+    with pytest.raises(InvalidScriptError, match="is not a file"):
+        ThreadWorker(str(tmp_path) + "/")
+
+
+async def test_uvloop_missing(monkeypatch):
+    """`loop_factory="uvloop"` without uvloop installed raises WorkerInitializationError saying so."""
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # makes `import uvloop` fail
+    with pytest.raises(WorkerInitializationError, match="needs uvloop"):
+        ThreadWorker(echo, loop_factory="uvloop")
+
+
+async def test_worker_onerror_that_raises_is_logged(caplog):
+    """An exception in the worker's own onerror is logged, and the host still hears of the original error."""
+
+    def setup(port):
+        def on_message(e):
+            raise ValueError("original")
+
+        def on_error(event):
+            raise KeyError("inside onerror")
+
+        port.onmessage = on_message
+        port.onerror = on_error
+
+    caplog.set_level(logging.ERROR, logger="arkworker")
+    heard = asyncio.get_running_loop().create_future()
+    w = ThreadWorker(setup, name="onerror-raises")
+    w.onallerrors = lambda event: heard.done() or heard.set_result(event.error)
+    w.post_message("go")
+    error = await asyncio.wait_for(heard, 5)
+    assert await w.terminate() == 1
+    assert isinstance(error, ValueError)
+    records = [r for r in caplog.records if "onerror handler raised" in r.getMessage()]
+    assert records
+    assert records[0].worker == "'onerror-raises'"
+
+
+async def test_unawaited_posts_waiting_for_space_are_not_reported_when_the_worker_exits():
+    """Posts from sync code past the inbox limit settle quietly when the worker closes itself."""
+    gate = threading.Event()
+    reported = []
+
+    def setup(port):
+        def on_message(e):
+            if e.data == "block":
+                gate.wait(5)
+                port.close()
+
+        port.onmessage = on_message
+
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    w = ThreadWorker(setup, max_inbox=1)
+    w.post_message("block")
+    pending = [w.post_message(i) for i in range(3)]  # never awaited
+    gate.set()
+    assert await w.wait() == 0
+    assert all(p.done() for p in pending)  # type: ignore[attr-defined]
+    with pytest.raises(WorkerNotRunningError):
+        await pending[-1]
+    assert w.statistics().discarded == 3
+    del pending
+    gc.collect()
+    assert reported == []
