@@ -557,7 +557,8 @@ def test_worker_post_to_a_closed_host_loop_raises_worker_not_running(host_end):
             loop = asyncio.new_event_loop()
             loop.run_until_complete(main())
             loop.close()  # closed by hand: the worker is left running
-    shared["loop"].call_soon_threadsafe(attempt)
+        # Queued while the handler still holds the worker, so it runs before the worker can exit.
+        shared["loop"].call_soon_threadsafe(attempt)
     assert done.wait(TIMEOUT)
     assert [type(o) for o in outcomes] == [WorkerNotRunningError, WorkerNotRunningError], outcomes
     thread = next((t for t in threading.enumerate() if t.name == "arkworker-orphaned"), None)
