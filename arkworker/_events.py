@@ -262,7 +262,8 @@ class EventTarget:
             try:
                 result = fn(event)
                 if result is not None and inspect.isawaitable(result):
-                    _schedule(await_in_order(result, (), event, self._report_callback_error))
+                    rest = await_in_order(result, (), event, self._report_callback_error)
+                    schedule(asyncio.get_running_loop(), rest)
             except Exception as exc:  # noqa: BLE001 - reported, never lost
                 self._report_callback_error(exc)
         return True
@@ -341,11 +342,12 @@ def _check_type(type: object) -> None:  # noqa: A002
         raise ParameterError(f"event type must be a str, not {_typename(type)}")
 
 
-# Tasks started by ``dispatch_event`` for async callbacks, kept alive until they finish.
+# Tasks nobody awaits (async callbacks of dispatch_event and of post_message's onmessageerror).
 _background: set[asyncio.Task[None]] = set()
 
 
-def _schedule(coro: Coroutine[Any, Any, None]) -> None:
-    task = asyncio.get_running_loop().create_task(coro)
+def schedule(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> None:
+    """Run ``coro`` as a task of ``loop`` that nobody awaits, kept alive until it finishes."""
+    task = loop.create_task(coro)
     _background.add(task)
     task.add_done_callback(_background.discard)

@@ -38,6 +38,7 @@ from ._events import (
     WorkerState,
     WorkerStatistics,
     call_in_order,
+    schedule,
 )
 from ._port import ThreadWorkerGlobalScope, current_port, error_event
 from ._script import forget, resolve
@@ -53,8 +54,6 @@ logger = logging.getLogger("arkworker")
 _STARTING, _RUNNING = WorkerState.STARTING, WorkerState.RUNNING
 _TERMINATING, _TERMINATED = WorkerState.TERMINATING, WorkerState.TERMINATED
 _numbers = itertools.count(1)
-# Async onmessageerror callbacks of post_message, which cannot await them; kept alive until done.
-_background: set[asyncio.Task[None]] = set()
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
@@ -507,9 +506,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         event = error_event(exc, "messageerror")
         result = call_in_order(self._callbacks("messageerror"), event, self._report_callback_error)
         if result is not None:
-            task = self._loop.create_task(cast("Coroutine[Any, Any, None]", result))
-            _background.add(task)
-            task.add_done_callback(_background.discard)
+            schedule(self._loop, cast("Coroutine[Any, Any, None]", result))
 
     def _report_callback_error(self, exc: Exception) -> None:
         self._loop.call_exception_handler(
