@@ -36,7 +36,7 @@ def immutable_size(data: object) -> int:
     """
     kind = type(data)
     if kind is int:
-        return int(data.bit_length()) // 8 + 16  # type: ignore[attr-defined]
+        return data.bit_length() // 8 + 16  # type: ignore[attr-defined,no-any-return]
     if kind is str:
         return 4 * len(data) + 16  # type: ignore[arg-type]
     if kind in _SCALARS:

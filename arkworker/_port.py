@@ -145,7 +145,7 @@ class ThreadWorkerGlobalScope(EventTarget):
             payload = data
         if self._held is not None:
             self._held.append(payload)
-        elif not self._outbox.put(payload):
+        elif not self._outbox.put(payload) or self._outbox.receiver_closed():
             raise WorkerNotRunningError("the host's event loop has closed: the message cannot be delivered")
         return self._outbox.wait_for_space()
 

@@ -82,20 +82,23 @@ class Channel:
     # -- sender's thread ---------------------------------------------------------------------------
 
     def put(self, item: object, *, counted: bool = True) -> bool:
-        """Append ``item``; False if the receiver's loop has closed (the item then counts as undelivered).
+        """Append ``item``; False if it had to wake the receiver and found its loop closed.
 
-        An item put with ``counted=False`` (a control item) takes no part in ``depth``, and the receiver
-        must not mark it done.
+        An item appended while a wake-up is pending does not look at the receiver's loop (the hot path);
+        a sender that must know uses ``receiver_closed()``. An item put with ``counted=False`` (a control
+        item) takes no part in ``depth``, and the receiver must not mark it done.
         """
         if counted:
             self.sent += 1  # before the append: the receiver may take the item at once
         self._items.append(item)
-        if self._receiver.is_closed():
-            return False
         if not self._wake_pending:
             self._wake_pending = True
             return run_soon(self._receiver, self._wake)
         return True
+
+    def receiver_closed(self) -> bool:
+        """True iff the receiver's loop has closed: nothing put from now on will be taken."""
+        return self._receiver.is_closed()
 
     def send(self, item: object) -> asyncio.Future[None]:
         """Put a message and return ``wait_for_space()``: posting's hot path, in one call.
