@@ -254,7 +254,7 @@ class ThreadWorkerGlobalScope(EventTarget):
                 elif kind is proto.Request:
                     if inbox.urgent:  # a cancellation that arrived while we were busy drops this request
                         self._on_urgent()
-                    self._on_request(cast("proto.Request", item))
+                    handled += self._on_request(cast("proto.Request", item))
                 else:
                     self._state = _TERMINATING
                     self._finish()
@@ -301,31 +301,30 @@ class ThreadWorkerGlobalScope(EventTarget):
         self._inbox.mark_done()
         self._pump()
 
-    def _on_request(self, request: proto.Request) -> None:
+    def _on_request(self, request: proto.Request) -> bool:
+        """Start one request; True iff it was answered (or dropped) right now."""
         self._last_request = request.id
         if request.id in self._cancelled:
             self._cancelled.discard(request.id)
-            self._inbox.mark_done()
-            return
+            return True
         handler = self._onmessage
         if handler is None:
             error = WorkerError("the worker has no onmessage handler, so it cannot answer a request")
             self._answer(request.id, None, error)
-            self._inbox.mark_done()
-            return
+            return True
+        payload = request.payload
         try:
-            result = handler(MessageEvent(unpack(request.payload)))
+            result = handler(MessageEvent(unpack(payload) if type(payload) is Packed else payload))
         except Exception as exc:  # noqa: BLE001 - goes back to the requester
             self._answer(request.id, None, exc)
-            self._inbox.mark_done()
-            return
+            return True
         if type(result) not in PLAIN_RESULTS and inspect.isawaitable(result):
             task = asyncio.ensure_future(result, loop=self._loop)
             self._requests[request.id] = task
             self._hold(task, functools.partial(self._request_done, request.id))
-        else:
-            self._answer(request.id, result, None)
-            self._inbox.mark_done()
+            return False
+        self._answer(request.id, result, None)
+        return True
 
     def _request_done(self, request_id: int, task: asyncio.Future[Any]) -> None:
         self._requests.pop(request_id, None)
