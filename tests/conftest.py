@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import pathlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from support import LoopErrors
 
 import arkworker
 
@@ -43,3 +45,16 @@ def _default_limit() -> Iterator[None]:
 def scripts() -> pathlib.Path:
     """The folder of worker scripts used by the tests."""
     return SCRIPTS
+
+
+@pytest.fixture
+async def loop_errors() -> AsyncIterator[LoopErrors]:
+    """Record what reaches the test loop's exception handler, and restore the previous handler after."""
+    loop = asyncio.get_running_loop()
+    errors = LoopErrors()
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(errors.handler)
+    try:
+        yield errors
+    finally:
+        loop.set_exception_handler(previous)

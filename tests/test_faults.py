@@ -18,7 +18,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -54,33 +54,6 @@ def run_code(code: str, *, timeout: float = 60) -> tuple[subprocess.CompletedPro
 
 def worker_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("arkworker-")]
-
-
-class LoopErrors:
-    """What reached the host loop's exception handler."""
-
-    def __init__(self) -> None:
-        self.contexts: list[dict[str, Any]] = []
-
-    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        self.contexts.append(context)
-
-    @property
-    def exceptions(self) -> list[object]:
-        return [c.get("exception") for c in self.contexts]
-
-
-@pytest.fixture
-async def loop_errors() -> AsyncIterator[LoopErrors]:
-    """Record what reaches the test loop's exception handler."""
-    loop = asyncio.get_running_loop()
-    errors = LoopErrors()
-    previous = loop.get_exception_handler()
-    loop.set_exception_handler(errors)
-    try:
-        yield errors
-    finally:
-        loop.set_exception_handler(previous)
 
 
 def signal_host(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], value: object = None) -> None:

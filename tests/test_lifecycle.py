@@ -6,9 +6,9 @@ import asyncio
 import contextlib
 import inspect
 import threading
-from collections.abc import AsyncIterator
 
 import pytest
+from support import drain, wait_thread
 
 from arkworker import (
     Event,
@@ -21,47 +21,6 @@ from arkworker import (
 )
 
 TIMEOUT = 5
-
-
-class LoopErrors:
-    """What reached the host loop's exception handler."""
-
-    def __init__(self) -> None:
-        self.contexts: list[dict[str, object]] = []
-        self.changed = asyncio.Event()
-
-    def handler(self, loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
-        self.contexts.append(context)
-        self.changed.set()
-
-    @property
-    def exceptions(self) -> list[object]:
-        return [context.get("exception") for context in self.contexts]
-
-
-@pytest.fixture
-async def loop_errors() -> AsyncIterator[LoopErrors]:
-    """Install a recording exception handler on the test's event loop."""
-    loop = asyncio.get_running_loop()
-    errors = LoopErrors()
-    previous = loop.get_exception_handler()
-    loop.set_exception_handler(errors.handler)
-    yield errors
-    loop.set_exception_handler(previous)
-
-
-async def wait_thread(event: threading.Event) -> bool:
-    """Wait for a threading.Event set in a worker thread without blocking the host loop."""
-    return await asyncio.to_thread(event.wait, TIMEOUT)
-
-
-async def drain(w: ThreadWorker) -> list[object]:
-    """Everything left in ``w.messages()`` until it ends."""
-
-    async def go() -> list[object]:
-        return [data async for data in w.messages()]
-
-    return await asyncio.wait_for(go(), TIMEOUT)
 
 
 def echo(port):

@@ -8,38 +8,11 @@ import threading
 import traceback
 
 import pytest
+from support import drain, take, wait_thread
 
 from arkworker import ThreadWorker, WorkerError, WorkerState
 
 TIMEOUT = 5
-
-
-async def wait_thread(event: threading.Event) -> bool:
-    """Wait for a threading.Event set in a worker thread without blocking the host loop."""
-    return await asyncio.to_thread(event.wait, TIMEOUT)
-
-
-async def take(w: ThreadWorker, n: int) -> list[object]:
-    """Read exactly ``n`` messages from ``w.messages()``, failing after TIMEOUT seconds."""
-    out: list[object] = []
-
-    async def go() -> None:
-        async for data in w.messages():
-            out.append(data)
-            if len(out) == n:
-                return
-
-    await asyncio.wait_for(go(), TIMEOUT)
-    return out
-
-
-async def drain(w: ThreadWorker) -> list[object]:
-    """Everything left in ``w.messages()`` until it ends (the worker exited)."""
-
-    async def go() -> list[object]:
-        return [data async for data in w.messages()]
-
-    return await asyncio.wait_for(go(), TIMEOUT)
 
 
 def echo(port):
