@@ -27,6 +27,11 @@ T = TypeVar("T")
 
 _SCALARS: frozenset[type] = frozenset({type(None), bool, float, complex})
 
+# Messages that cross as they are without being measured: pickled, none is over SMALL_SIZE bytes.
+SMALL_KINDS: frozenset[type] = frozenset({type(None), bool, float, int})
+SMALL_SIZE = 32
+INT_MIN, INT_MAX = -(2**63), 2**63  # the range of small ints
+
 
 def immutable_size(data: object) -> int:
     """An upper bound of the pickled size of ``data`` if it is made only of immutable builtins (None,
@@ -132,6 +137,9 @@ def check_transfer(transfer: object) -> list[object]:
 def pack(data: object, transfer: Iterable[object], *, share: bool, max_size: int) -> object:
     """Sender's thread: what crosses for ``data``. Raises ``SerializationError`` if it cannot be copied."""
     if not transfer:
+        kind = type(data)
+        if kind in SMALL_KINDS and (kind is not int or INT_MIN < data < INT_MAX) and max_size >= SMALL_SIZE:  # type: ignore[operator]
+            return data
         size = immutable_size(data)
         if 0 <= size <= max_size:
             return data

@@ -168,7 +168,7 @@ class Handler:
         if fn is not None:
             check_callback(fn, self._name)
         setattr(obj, self._attr, fn)
-        obj._cache.clear()
+        obj._callbacks_changed()
 
 
 class _Listener:
@@ -213,6 +213,12 @@ class EventTarget:
         self._listeners: dict[str, list[_Listener]] = {}
         # The callbacks of each event type, while they stay the same (no once listener among them).
         self._cache: dict[str, tuple[Callback, ...]] = {}
+        # The hot path's shortcut: the one callback of "message" while there is exactly one, else None.
+        self._sole_message_callback: Callback | None = None
+
+    def _callbacks_changed(self) -> None:
+        self._cache.clear()
+        self._sole_message_callback = None
 
     def _check_usable(self) -> None:
         """Raise if this side may no longer be used; overridden by the host handle."""
@@ -232,7 +238,7 @@ class EventTarget:
         """Remove ``fn`` from ``type``, or every listener of ``type`` when ``fn`` is omitted."""
         self._check_usable()
         _check_type(type)
-        self._cache.clear()
+        self._callbacks_changed()
         if fn is None:
             self._listeners.pop(type, None)
             return
@@ -248,7 +254,7 @@ class EventTarget:
         """Remove every listener of every type (handler properties stay)."""
         self._check_usable()
         self._listeners.clear()
-        self._cache.clear()
+        self._callbacks_changed()
 
     def dispatch_event(self, event: Event) -> bool:
         """Call the listeners of ``event.type`` now, synchronously; ``async`` ones are scheduled as tasks.
@@ -275,7 +281,7 @@ class EventTarget:
         listeners = self._listeners.setdefault(type, [])
         if all(entry.fn != fn for entry in listeners):
             listeners.append(_Listener(fn, once))
-            self._cache.clear()
+            self._callbacks_changed()
 
     def _callbacks(self, type: str) -> tuple[Callback, ...]:  # noqa: A002
         """The handler property (if any) then the listeners of ``type``; ``once`` listeners are removed."""
@@ -295,6 +301,8 @@ class EventTarget:
                 listeners[:] = [entry for entry in listeners if not entry.once]
                 return tuple(found)
         self._cache[type] = result = tuple(found)
+        if type == "message" and len(result) == 1:
+            self._sole_message_callback = result[0]
         return result
 
     def _report_callback_error(self, exc: Exception) -> None:

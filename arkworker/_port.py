@@ -11,7 +11,7 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Coroutine, Generator
+from collections.abc import Awaitable, Coroutine, Generator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from . import _protocol as proto
@@ -27,6 +27,7 @@ from ._errors import (
 )
 from ._events import (
     PLAIN_RESULTS,
+    Callback,
     ErrorEvent,
     EventTarget,
     MessageEvent,
@@ -35,7 +36,7 @@ from ._events import (
     call_in_order,
 )
 from ._script import Script, run_top_level, user_location
-from ._transport import EMPTY, BlockingReply, WorkerThread
+from ._transport import BlockingReply, WorkerThread
 
 if TYPE_CHECKING:
     from ._worker import ThreadWorker
@@ -43,6 +44,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("arkworker")
 
 _STARTING, _RUNNING, _TERMINATING = WorkerState.STARTING, WorkerState.RUNNING, WorkerState.TERMINATING
+_NOT_PLAIN: frozenset[type] = frozenset({proto.Request, proto.Terminate, Packed})
+"""Inbox items that are not a message passed as it is."""
+_bare = object.__new__
 
 
 class _Local(threading.local):
@@ -241,56 +245,70 @@ class ThreadWorkerGlobalScope(EventTarget):
     # -- handling the inbox -------------------------------------------------------------------------
 
     def _pump(self) -> None:
-        inbox = self._inbox
+        inbox, take = self._inbox, self._inbox.take
         handled = 0  # messages handled to completion in this run, marked done together at the end
         try:
             while self._busy is None and self._state is _RUNNING:
-                item = inbox.get()
-                if item is EMPTY:
+                try:
+                    item = take()
+                except IndexError:
+                    if inbox.rearm():
+                        continue
                     return
-                kind = type(item)
-                if kind not in proto.TO_WORKER:
-                    handled += self._on_message(item)
-                elif kind is proto.Request:
-                    if inbox.urgent:  # a cancellation that arrived while we were busy drops this request
-                        self._on_urgent()
-                    handled += self._on_request(cast("proto.Request", item))
+                handler = self._sole_message_callback
+                if handler is None or type(item) in _NOT_PLAIN:
+                    handled += self._on_request(item) if type(item) is proto.Request else self._dispatch(item)
+                    continue
+                # The hot path: a message passed as it is, to the one message callback.
+                event = _bare(MessageEvent)  # MessageEvent(item), without an __init__ call
+                event.data = item
+                try:
+                    result = handler(event)
+                except Exception as exc:  # noqa: BLE001 - the worker's error path
+                    self._handler_error(exc)
+                    result = None
+                if result is None or type(result) in PLAIN_RESULTS or not inspect.isawaitable(result):
+                    handled += 1
                 else:
-                    self._state = _TERMINATING
-                    self._finish()
+                    self._await_handlers(result, ())
         finally:
             if handled:
                 inbox.mark_done(handled)
 
-    def _on_message(self, payload: object) -> bool:
-        """Dispatch one message; True iff it was handled to completion right now."""
-        if type(payload) is Packed:
+    def _dispatch(self, item: object) -> bool:
+        """Handle an item other than a request off the hot path; True iff it is done with right now."""
+        if type(item) is proto.Terminate:
+            self._state = _TERMINATING
+            self._finish()
+            return False
+        if type(item) is Packed:
             try:
-                data = unpack(payload)
+                data = unpack(item)
             except SerializationError as exc:
                 self._message_error(exc)
                 return True
         else:
-            data = payload
-        callbacks = self._cache.get("message") or self._callbacks("message")
-        if len(callbacks) == 1:  # the common case, without call_in_order's loop
-            try:
-                result = callbacks[0](MessageEvent(data))
-            except Exception as exc:  # noqa: BLE001 - the worker's error path
-                self._handler_error(exc)
-                return True
-            if type(result) in PLAIN_RESULTS or not inspect.isawaitable(result):
-                return True
-            result = await_in_order(result, (), None, self._handler_error)
-        elif callbacks:
-            result = call_in_order(callbacks, MessageEvent(data), self._handler_error)
-            if result is None:
-                return True
-        else:
+            data = item
+        callbacks = self._callbacks("message")
+        if not callbacks:
             self._buffer.push(data)  # marked done when a messages() reader takes it
             return False
-        self._hold(self._loop.create_task(cast("Coroutine[Any, Any, None]", result)), self._resume)
-        return False
+        event = MessageEvent(data)
+        for index, fn in enumerate(callbacks):
+            try:
+                result = fn(event)
+            except Exception as exc:  # noqa: BLE001 - the worker's error path
+                self._handler_error(exc)
+                continue
+            if type(result) not in PLAIN_RESULTS and inspect.isawaitable(result):
+                self._await_handlers(result, callbacks[index + 1 :], event)
+                return False
+        return True
+
+    def _await_handlers(self, first: Awaitable[Any], rest: Sequence[Callback], event: object = None) -> None:
+        """A message handler returned an awaitable: the inbox waits until it, and ``rest``, are done."""
+        task = self._loop.create_task(await_in_order(first, rest, event, self._handler_error))
+        self._hold(task, self._resume)
 
     def _hold(self, task: asyncio.Task[Any], on_done: Any) -> None:
         self._busy = task
@@ -303,6 +321,8 @@ class ThreadWorkerGlobalScope(EventTarget):
 
     def _on_request(self, request: proto.Request) -> bool:
         """Start one request; True iff it was answered (or dropped) right now."""
+        if self._inbox.urgent:  # a cancellation that arrived while we were busy may drop this request
+            self._on_urgent()
         self._last_request = request.id
         if request.id in self._cancelled:
             self._cancelled.discard(request.id)
@@ -312,9 +332,10 @@ class ThreadWorkerGlobalScope(EventTarget):
             error = WorkerError("the worker has no onmessage handler, so it cannot answer a request")
             self._answer(request.id, None, error)
             return True
-        payload = request.payload
+        event = _bare(MessageEvent)  # MessageEvent(data), without an __init__ call
         try:
-            result = handler(MessageEvent(unpack(payload) if type(payload) is Packed else payload))
+            event.data = unpack(request.payload) if type(request.payload) is Packed else request.payload
+            result = handler(event)
         except Exception as exc:  # noqa: BLE001 - goes back to the requester
             self._answer(request.id, None, exc)
             return True

@@ -23,12 +23,9 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any, Final
+from typing import Any
 
 from ._events import ThreadWorkerPriority
-
-EMPTY: Final = object()
-"""What ``Channel.get`` returns when nothing is waiting."""
 
 
 def run_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., object], *args: object) -> bool:
@@ -65,6 +62,8 @@ class Channel:
         self.limit = limit
         self._low_water = limit // 2
         self._items: collections.deque[object] = collections.deque()
+        # Receiver: the next item, oldest first; raises IndexError when empty (then call ``rearm``).
+        self.take: Callable[[], object] = self._items.popleft
         # Receiver: truthy while urgent items wait (take them with take_urgent). Rare and short: a list.
         self.urgent: list[object] = []
         # True iff a wake-up is scheduled or the receiver is still working through the items.
@@ -75,7 +74,8 @@ class Channel:
         self._space_waiters: list[asyncio.Future[None]] = []
         self._no_wait: asyncio.Future[None] = sender.create_future()
         self._no_wait.set_result(None)
-        # Called on the receiver's loop: items are waiting / urgent items are waiting.
+        # Called on the receiver's loop: items are waiting / urgent items are waiting. Each is read when a
+        # wake-up is scheduled, so a receiver that sets it after items may have come drains once itself.
         self.on_ready: Callable[[], object] = _nothing
         self.on_urgent: Callable[[], object] = _nothing
 
@@ -91,9 +91,13 @@ class Channel:
         if counted:
             self.sent += 1  # before the append: the receiver may take the item at once
         self._items.append(item)
-        if not self._wake_pending:
-            self._wake_pending = True
-            return run_soon(self._receiver, self._wake)
+        if self._wake_pending:
+            return True
+        self._wake_pending = True
+        try:
+            self._receiver.call_soon_threadsafe(self.on_ready)  # run_soon(), inlined
+        except RuntimeError:  # the receiver's loop is closed
+            return False
         return True
 
     def receiver_closed(self) -> bool:
@@ -105,7 +109,14 @@ class Channel:
 
         A message put after the receiver's loop closed is counted as undelivered, not refused.
         """
-        self.put(item)
+        self.sent += 1  # put(), inlined: this is every post's path
+        self._items.append(item)
+        if not self._wake_pending:
+            self._wake_pending = True
+            try:  # noqa: SIM105 - cheaper than contextlib.suppress on every wake-up
+                self._receiver.call_soon_threadsafe(self.on_ready)  # run_soon(), inlined
+            except RuntimeError:  # the receiver's loop is closed: the message is counted as undelivered
+                pass
         if self.sent - self.done_count <= self.limit:
             return self._no_wait
         return self.wait_for_space()
@@ -113,7 +124,7 @@ class Channel:
     def put_urgent(self, item: object) -> bool:
         """Deliver ``item`` ahead of the FIFO; False if the receiver's loop has closed."""
         self.urgent.append(item)
-        return run_soon(self._receiver, self._wake_urgent)
+        return run_soon(self._receiver, self.on_urgent)
 
     def wait_for_space(self) -> asyncio.Future[None]:
         """Sender's loop: a future that resolves once ``depth`` is at most ``limit``."""
@@ -154,16 +165,17 @@ class Channel:
         """Items put and not yet marked done."""
         return self.sent - self.done_count
 
-    def get(self) -> object:
-        """The next item, or ``EMPTY``; finding the channel empty re-arms the wake-up."""
-        try:
-            return self._items.popleft()
-        except IndexError:
-            self._wake_pending = False
-            if not self._items:
-                return EMPTY
-            self._wake_pending = True  # a put raced with us; it may also have woken us, harmlessly
-            return self._items.popleft()
+    def rearm(self) -> bool:
+        """The receiver found the channel empty (``take`` raised): re-arm the wake-up.
+
+        True iff an item raced in meanwhile: ``take`` it now (its sender may also have woken us,
+        harmlessly).
+        """
+        self._wake_pending = False
+        if not self._items:
+            return False
+        self._wake_pending = True
+        return True
 
     def take_urgent(self) -> list[object]:
         """Every urgent item waiting, oldest first."""
@@ -178,12 +190,6 @@ class Channel:
         if self._space_wanted and self.sent - self.done_count <= self._low_water:
             self._space_wanted = False
             run_soon(self._sender, self._release_space)
-
-    def _wake(self) -> None:
-        self.on_ready()
-
-    def _wake_urgent(self) -> None:
-        self.on_urgent()
 
 
 class BlockingReply:

@@ -20,7 +20,7 @@ from typing import Any, Generic, Self, cast
 from . import _hostloop, _limits
 from . import _protocol as proto
 from ._buffer import MessageBuffer, MessageIterator
-from ._clone import Packed, check_transfer, immutable_size, pack, unpack
+from ._clone import INT_MAX, INT_MIN, SMALL_KINDS, SMALL_SIZE, Packed, check_transfer, pack, unpack
 from ._errors import (
     GlobalCallMethodNotCallableError,
     GlobalCallObjectNotRegisteredError,
@@ -31,18 +31,20 @@ from ._errors import (
     WorkerNotRunningError,
 )
 from ._events import (
+    PLAIN_RESULTS,
     EventTarget,
     Handler,
     MessageEvent,
     ThreadWorkerPriority,
     WorkerState,
     WorkerStatistics,
+    await_in_order,
     call_in_order,
     schedule,
 )
 from ._port import ThreadWorkerGlobalScope, current_port, error_event
 from ._script import forget, resolve
-from ._transport import EMPTY, WorkerThread
+from ._transport import WorkerThread
 
 if sys.version_info >= (3, 13):
     from typing import TypeVar
@@ -54,6 +56,7 @@ logger = logging.getLogger("arkworker")
 _STARTING, _RUNNING = WorkerState.STARTING, WorkerState.RUNNING
 _TERMINATING, _TERMINATED = WorkerState.TERMINATING, WorkerState.TERMINATED
 _numbers = itertools.count(1)
+_bare = object.__new__
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
@@ -148,8 +151,8 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         self._outbox = transport.outbox
         self._clone = clone
         self._max_size = max_message_size
+        self._small_kinds = SMALL_KINDS if max_message_size >= SMALL_SIZE else frozenset()
         self._state = _STARTING
-        self._sent = 0
         self._received = 0
         self._requests = 0
         self._errors = 0
@@ -198,7 +201,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         return WorkerStatistics(
             name=self._name,
             state=self._state,
-            messages_sent=self._sent,
+            messages_sent=self._inbox.sent,
             messages_received=self._received,
             requests=self._requests,
             pending_requests=len(self._pending),
@@ -220,9 +223,14 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         :raises WorkerNotRunningError: after ``terminate()``, or once the worker began to exit.
         :raises SerializationError: if ``data`` cannot be copied or is too large (after ``onmessageerror``).
         """
-        if not transfer and self._state < _TERMINATING and 0 <= immutable_size(data) <= self._max_size:
-            self._sent += 1  # the hot path: nothing to copy or check
-            return self._inbox.send(data)
+        kind = type(data)
+        if (
+            kind in self._small_kinds
+            and (kind is not int or INT_MIN < data < INT_MAX)  # type: ignore[operator]
+            and not transfer
+            and self._state < _TERMINATING
+        ):
+            return self._inbox.send(data)  # the hot path: nothing to copy, surely below the size limit
         return self._post(data, transfer, share=False)
 
     def post_message_with_shared_sendable(
@@ -233,7 +241,6 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
 
     def _post(self, data: object, transfer: object, *, share: bool) -> Awaitable[None]:
         payload = self._payload(data, transfer, share)
-        self._sent += 1
         return self._inbox.send(payload)
 
     def _payload(self, data: object, transfer: object, share: bool) -> object:
@@ -263,15 +270,19 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
             not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0
         ):
             raise ParameterError(f"timeout must be None or a number of seconds >= 0, not {timeout!r}")
-        if self._state < _TERMINATING and 0 <= immutable_size(data) <= self._max_size:
-            payload: object = data  # nothing to copy or check
+        kind = type(data)
+        if (
+            kind in self._small_kinds
+            and (kind is not int or INT_MIN < data < INT_MAX)  # type: ignore[operator]
+            and self._state < _TERMINATING
+        ):
+            payload: object = data  # as in post_message
         else:
             payload = self._payload(data, (), False)
         request_id = next(self._request_ids)
         future: asyncio.Future[Any] = self._loop.create_future()
         self._pending[request_id] = future
         self._inbox.put(proto.Request(request_id, payload))
-        self._sent += 1
         self._requests += 1
         try:
             if timeout is None:
@@ -406,28 +417,31 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
     # -- handling what the worker sends -------------------------------------------------------------
 
     def _pump(self) -> None:
-        outbox = self._outbox
+        outbox, take = self._outbox, self._outbox.take
         handled = 0  # messages and replies handled in this run, marked done together at the end
         try:
             while self._busy is None:
-                item = outbox.get()
-                if item is EMPTY:
+                try:
+                    item = take()
+                except IndexError:
+                    if outbox.rearm():
+                        continue
                     return
                 kind = type(item)
                 if kind not in proto.TO_HOST:
                     handled += self._on_message(item)
-                elif kind is proto.Reply:
+                elif type(item) is proto.Reply:
                     handled += 1
-                    self._on_reply(cast("proto.Reply", item))
-                elif kind is proto.ErrorReport:
-                    self._on_error(cast("proto.ErrorReport", item))
+                    self._on_reply(item)
+                elif type(item) is proto.ErrorReport:
+                    self._on_error(item)
                 elif kind is proto.Started:
                     if self._state is _STARTING:
                         self._state = _RUNNING
                 elif kind is proto.Closing:
                     self._state = max(self._state, _TERMINATING)
-                else:
-                    self._on_exited(cast("proto.Exited", item))
+                elif type(item) is proto.Exited:
+                    self._on_exited(item)
         finally:
             if handled:
                 outbox.mark_done(handled)
@@ -452,7 +466,19 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
                 return True
         else:
             data = payload
-        callbacks = self._cache.get("message") or self._callbacks("message")
+        handler = self._sole_message_callback
+        if handler is not None:  # the common case: one callback, so no call_in_order
+            event = _bare(MessageEvent)  # MessageEvent(data), without an __init__ call
+            event.data = data
+            try:
+                result = handler(event)
+            except Exception as exc:  # noqa: BLE001 - reported, never lost
+                self._report_callback_error(exc)
+                return True
+            if result is not None and type(result) not in PLAIN_RESULTS and inspect.isawaitable(result):
+                self._hold(await_in_order(result, (), None, self._report_callback_error))
+            return True
+        callbacks = self._callbacks("message")
         if not callbacks:
             self._buffer.push(data)  # marked done when a messages() reader takes it
             return False
@@ -468,11 +494,13 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
             return  # the requester stopped waiting
         if reply.error is not None:
             future.set_exception(reply.error)
-            return
-        try:
-            future.set_result(unpack(reply.payload))
-        except SerializationError as exc:
-            future.set_exception(exc)
+        elif type(reply.payload) is not Packed:
+            future.set_result(reply.payload)
+        else:
+            try:
+                future.set_result(unpack(reply.payload))
+            except SerializationError as exc:
+                future.set_exception(exc)
 
     def _on_error(self, report: proto.ErrorReport) -> None:
         self._errors += 1

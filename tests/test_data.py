@@ -312,6 +312,26 @@ async def test_oversized_immutable_message_raises_serialization_error(big):
         assert await w.request("ok") == "ok"
 
 
+@pytest.mark.parametrize("big", [10**3000, -(10**3000)], ids=["positive", "negative"])
+async def test_oversized_int_raises_serialization_error_and_small_ints_pass(big):
+    """An int is small enough to pass unmeasured only below 2**63; a huge one is measured and refused."""
+    async with ThreadWorker(echo, max_message_size=1000) as w:
+        with pytest.raises(SerializationError):
+            w.post_message(big)
+        with pytest.raises(SerializationError):
+            await w.request(big)
+        assert await w.request(2**63 - 1) == 2**63 - 1
+        assert await w.request(10**200) == 10**200  # large, but under 1000 bytes when pickled
+
+
+async def test_tiny_max_message_size_measures_even_scalars():
+    """With a max_message_size below 32 bytes, even a float is measured: 21 bytes pickled is refused."""
+    async with ThreadWorker(echo, max_message_size=8) as w:
+        with pytest.raises(SerializationError):
+            w.post_message(1.5)
+        assert await w.request(None) is None  # None pickles to 4 bytes
+
+
 async def test_transferred_buffers_do_not_count_toward_max_message_size():
     """A buffer moved with transfer does not count toward max_message_size."""
     received: list = []

@@ -563,3 +563,54 @@ async def test_worker_side_non_callable_handler_raises_parameter_error():
     assert len(seen) == 1
     assert isinstance(seen[0], ParameterError)
     assert seen[0].code == 401
+
+
+async def test_worker_handler_changed_inside_a_batch_takes_the_very_next_message():
+    """A handler that replaces onmessage, or adds a listener, changes who gets the next queued message."""
+
+    def setup(port):
+        def first(e):
+            port.post_message(f"first{e.data}")
+            if e.data == 1:
+                port.onmessage = second
+
+        def second(e):
+            port.post_message(f"second{e.data}")
+            if e.data == 2:
+                port.on("message", listener)
+
+        def listener(e):
+            port.post_message(f"listener{e.data}")
+
+        port.onmessage = first
+
+    async with ThreadWorker(setup) as w:
+        for i in range(4):  # posted back to back: one batch in the worker
+            w.post_message(i)
+        assert await take(w, 5) == ["first0", "first1", "second2", "second3", "listener3"]
+    assert await drain(w) == []
+
+
+async def test_host_handler_changed_inside_a_batch_takes_the_very_next_message():
+    """On the host too, a handler that replaces onmessage changes who gets the next queued message."""
+    seen: list[str] = []
+    done = asyncio.Event()
+
+    def first(e):
+        seen.append(f"first{e.data}")
+        if e.data == 1:
+            w.onmessage = second
+
+    def second(e):
+        seen.append(f"second{e.data}")
+        if e.data == 3:
+            done.set()
+
+    def setup(port):
+        port.onmessage = lambda e: [port.post_message(i) for i in range(4)]  # one batch to the host
+
+    async with ThreadWorker(setup) as w:
+        w.onmessage = first
+        w.post_message("go")
+        await asyncio.wait_for(done.wait(), TIMEOUT)
+    assert seen == ["first0", "first1", "second2", "second3"]
