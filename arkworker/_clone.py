@@ -31,6 +31,7 @@ _SCALARS: frozenset[type] = frozenset({type(None), bool, float, complex})
 SMALL_KINDS: frozenset[type] = frozenset({type(None), bool, float, int})
 SMALL_SIZE = 32
 INT_MIN, INT_MAX = -(2**63), 2**63  # the range of small ints
+_MUTABLE: frozenset[type] = frozenset({dict, list, set, bytearray})  # the common messages that need a copy
 
 
 def immutable_size(data: object) -> int:
@@ -59,15 +60,14 @@ def immutable_size(data: object) -> int:
     return -1
 
 
-class Packed:
-    """A copied message in flight: the pickle, and the objects that cross by reference."""
+class Packed(bytes):
+    """A copied message in flight: its pickle, and the objects that cross by reference (most have none).
 
-    __slots__ = ("blob", "refs", "transferred")
+    A ``bytes`` subclass, so the common message, with nothing by reference, costs one object.
+    """
 
-    def __init__(self, blob: bytes, refs: list[object], transferred: list[object]) -> None:
-        self.blob = blob
-        self.refs = refs
-        self.transferred = transferred
+    refs: list[object] | tuple[()] = ()
+    transferred: list[object] | tuple[()] = ()
 
 
 class _State(threading.local):
@@ -140,7 +140,7 @@ def pack(data: object, transfer: Iterable[object], *, share: bool, max_size: int
         kind = type(data)
         if kind in SMALL_KINDS and (kind is not int or INT_MIN < data < INT_MAX) and max_size >= SMALL_SIZE:  # type: ignore[operator]
             return data
-        size = immutable_size(data)
+        size = -1 if kind in _MUTABLE else immutable_size(data)
         if 0 <= size <= max_size:
             return data
         if size > max_size:  # a bound, not the size: measure before refusing
@@ -149,7 +149,8 @@ def pack(data: object, transfer: Iterable[object], *, share: bool, max_size: int
             return data
     refs: list[object] = []
     _state.refs = refs
-    _state.share = share
+    if share:
+        _state.share = True
     try:
         if transfer:
             blob, transferred = _pickle_with_transfer(data, list(transfer))
@@ -159,15 +160,19 @@ def pack(data: object, transfer: Iterable[object], *, share: bool, max_size: int
         raise SerializationError(f"cannot copy {type(data).__name__}: {exc}") from exc
     finally:
         _state.refs = None
-        _state.share = False
+        if share:
+            _state.share = False
     if len(blob) > max_size:
         raise SerializationError(
             f"message is {len(blob)} bytes when copied, over the {max_size}-byte max_message_size"
         )
-    for item in transfer:
-        if isinstance(item, memoryview):
-            item.release()
-    return Packed(blob, refs, transferred)
+    packed = Packed(blob)
+    if refs or transferred:
+        packed.refs, packed.transferred = refs, transferred
+        for item in transfer:
+            if isinstance(item, memoryview):
+                item.release()
+    return packed
 
 
 def _pickle_with_transfer(data: object, transfer: list[object]) -> tuple[bytes, list[object]]:
@@ -183,12 +188,16 @@ def unpack(obj: object) -> Any:
     """Receiver's thread: the receiver's own copy of what ``pack`` produced."""
     if type(obj) is not Packed:
         return obj
-    _state.refs = obj.refs
+    refs, transferred = obj.refs, obj.transferred
     try:
-        if obj.transferred:
-            return _TransferUnpickler(io.BytesIO(obj.blob), obj.transferred).load()
-        return pickle.loads(obj.blob)
+        if not refs and not transferred:
+            return pickle.loads(obj)
+        _state.refs = list(refs)
+        try:
+            if transferred:
+                return _TransferUnpickler(io.BytesIO(obj), list(transferred)).load()
+            return pickle.loads(obj)
+        finally:
+            _state.refs = None
     except Exception as exc:
         raise SerializationError(f"cannot rebuild the message: {exc}") from exc
-    finally:
-        _state.refs = None
