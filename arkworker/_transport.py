@@ -272,7 +272,7 @@ class WorkerThread:
             # Not asyncio.Runner: its close() calls asyncio.all_tasks(), which copies every task of every
             # thread and, with hundreds of workers ending at once, retries for seconds. ``main`` itself
             # cancels and awaits the tasks it knows of.
-            main = loop.create_task(self._main())
+            main = loop.create_task(self._life())
             try:
                 loop.run_until_complete(main)
             except BaseException as exc:  # noqa: BLE001 - reported through on_end
@@ -280,13 +280,21 @@ class WorkerThread:
                 if not main.done():
                     self._wrap_up()
                     loop.run_until_complete(main)
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.run_until_complete(loop.shutdown_default_executor())
         except BaseException as exc:  # noqa: BLE001 - the thread's end is reported, never lost
             crash = crash or exc
         finally:
             loop.close()
             self._on_end(crash)
+
+    async def _life(self) -> None:
+        # Worker thread: main, then what asyncio.run() does at the end. Inside the one task, these
+        # shutdowns cost nothing when there is nothing to shut down.
+        assert self._main is not None
+        try:
+            await self._main()
+        finally:
+            await self.loop.shutdown_asyncgens()
+            await self.loop.shutdown_default_executor()
 
     def join(self, timeout: float | None = None) -> bool:
         """Block until the thread ended (or ``timeout``); True iff it has."""
