@@ -49,16 +49,13 @@ _NOT_PLAIN: frozenset[type] = frozenset({proto.Request, proto.Terminate, Packed}
 _bare = object.__new__
 
 
-class _Local(threading.local):
-    port: ThreadWorkerGlobalScope | None = None
-
-
-_local = _Local()
+# The port of each worker thread, by thread id (a thread-local would cost each worker a dict).
+_ports: dict[int, ThreadWorkerGlobalScope] = {}
 
 
 def current_port() -> ThreadWorkerGlobalScope | None:
     """The port of the worker running on this thread, or None on any other thread."""
-    return _local.port
+    return _ports.get(threading.get_ident())
 
 
 def error_event(exc: BaseException, type: str = "error") -> ErrorEvent:  # noqa: A002
@@ -109,11 +106,12 @@ class ThreadWorkerGlobalScope(EventTarget):
         self._exit: asyncio.Future[None] = self._loop.create_future()
         self._buffer = MessageBuffer(self._inbox.mark_done)
         self._requests: dict[int, asyncio.Task[Any]] = {}
-        self._cancelled: set[int] = set()  # requests cancelled before they were dequeued
+        # Sets, kept as dicts with None values: an empty dict is a third of an empty set's size.
+        self._cancelled: dict[int, None] = {}  # requests cancelled before they were dequeued
         self._last_request = 0
-        self._internal: set[asyncio.Task[None]] = set()  # error reports still being delivered
-        self._tasks: set[asyncio.Task[Any]] = set()  # every unfinished task of this worker's loop
-        self._children: set[ThreadWorker] = set()
+        self._internal: dict[asyncio.Task[None], None] = {}  # error reports still being delivered
+        self._tasks: dict[asyncio.Task[Any], None] = {}  # every unfinished task of this worker's loop
+        self._children: dict[ThreadWorker, None] = {}
 
     @property
     def name(self) -> str | None:
@@ -230,8 +228,8 @@ class ThreadWorkerGlobalScope(EventTarget):
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = self._loop.create_task(coro)
-        self._internal.add(task)
-        task.add_done_callback(self._internal.discard)
+        self._internal[task] = None
+        task.add_done_callback(self._internal.pop)
 
     def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         # Exceptions asyncio could not hand to anyone (a failed background task, a callback) are worker
@@ -325,7 +323,7 @@ class ThreadWorkerGlobalScope(EventTarget):
             self._on_urgent()
         self._last_request = request.id
         if request.id in self._cancelled:
-            self._cancelled.discard(request.id)
+            del self._cancelled[request.id]
             return True
         handler = self._onmessage
         if handler is None:
@@ -373,7 +371,7 @@ class ThreadWorkerGlobalScope(EventTarget):
             if task is not None:
                 task.cancel()
             elif request_id > self._last_request:
-                self._cancelled.add(request_id)
+                self._cancelled[request_id] = None
 
     # -- life and exit ------------------------------------------------------------------------------
 
@@ -389,7 +387,7 @@ class ThreadWorkerGlobalScope(EventTarget):
 
     async def _run(self) -> None:
         """The worker's life: the top level, then messages until ``terminate()`` or ``close()``."""
-        _local.port = self
+        _ports[threading.get_ident()] = self
         self._loop.set_exception_handler(self._loop_exception)
         self._loop.set_task_factory(self._new_task)
         try:
@@ -399,7 +397,7 @@ class ThreadWorkerGlobalScope(EventTarget):
                 await asyncio.wait([self._busy])  # the current handler finishes
             await self._shut_down()
         finally:
-            _local.port = None
+            del _ports[threading.get_ident()]
 
     async def _start(self) -> None:
         try:
@@ -454,8 +452,8 @@ class ThreadWorkerGlobalScope(EventTarget):
         # The worker loop's task factory: the worker knows its own tasks without asyncio.all_tasks(),
         # which scans every task of every thread.
         task = asyncio.Task(coro, loop=loop, **options)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks[task] = None
+        task.add_done_callback(self._tasks.pop)
         return task
 
 
@@ -471,12 +469,12 @@ class _WorkerPortProxy:
         setattr(_port_or_raise(), name, value)
 
     def __repr__(self) -> str:
-        port = _local.port
+        port = current_port()
         return "<worker_port: not in a worker>" if port is None else f"<worker_port of {port.name!r}>"
 
 
 def _port_or_raise() -> ThreadWorkerGlobalScope:
-    port = _local.port
+    port = current_port()
     if port is None:
         raise NotInWorkerError(
             "worker_port is only available inside a worker thread "

@@ -169,7 +169,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         self._exit_waiters: list[asyncio.Future[int]] | None = []  # None once the exit is settled
         self._parent = current_port()
         if self._parent is not None:
-            self._parent._children.add(self)
+            self._parent._children[self] = None
         _hostloop.track(self._loop, self)
         self._outbox.on_ready = self._pump
         self._outbox.on_urgent = self._on_urgent
@@ -570,7 +570,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         )
         self._buffer.close()
         if self._parent is not None:
-            self._parent._children.discard(self)
+            self._parent._children.pop(self, None)
         _hostloop.untrack(self._loop, self)
         self._exit_code = 1 if self._error_exit else 0
         callbacks = ((self.onexit,) if self.onexit is not None else ()) + self._callbacks("exit")
