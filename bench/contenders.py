@@ -408,6 +408,52 @@ class FloorBatch(Floor):
         self._end(future)
 
 
+class _Event:
+    __slots__ = ("data",)
+
+    def __init__(self, data: Any) -> None:
+        self.data = data
+
+
+class FloorOnmessage(FloorBatch):
+    """Scenario B only: ``floor-batch`` with the shape B asks of arkworker, and nothing else: the host
+    awaits a ``post(x)`` call per message, and the worker calls a handler with an event object per
+    message. No checks, no copy decision, no depth count: the least any onmessage runtime can cost."""
+
+    key = "floor-onmessage"
+    label = "batched floor + await post(x) + handler(Event(x)) per message"
+
+    async def start(self) -> None:
+        await super().start()
+        self.no_wait = self.host_loop.create_future()
+        self.no_wait.set_result(None)
+
+    def post(self, x: Any) -> asyncio.Future[None]:
+        self.items.append(x)
+        if not self.drain_pending:
+            self.drain_pending = True
+            self.to_worker(self._drain)
+        return self.no_wait
+
+    async def stream(self, n: int) -> int:
+        post = self.post
+        for i in range(n):
+            await post(i)
+        future = self.host_loop.create_future()
+        self.to_worker(self._end_after_drain, future)
+        return await future
+
+    def onmessage(self, event: _Event) -> None:  # worker thread
+        if type(event.data) is int:
+            self.count += 1
+
+    def _drain(self) -> None:  # worker thread
+        self.drain_pending = False
+        items, onmessage = self.items, self.onmessage
+        while items:
+            onmessage(_Event(items.popleft()))
+
+
 class RunCoroutineThreadsafe(Floor):
     key = "rcts"
     label = "run_coroutine_threadsafe into a worker loop + wrap_future"
@@ -798,6 +844,7 @@ ALL: list[type[Contender]] = [
     Floor,
     FloorUv,
     FloorBatch,
+    FloorOnmessage,
     Ark,
     ArkUvWorker,
     ArkUv,

@@ -201,7 +201,8 @@ def scenario_b(p: Params, only: set[str] | None) -> dict[str, Any]:
         median = statistics.median(elapsed[key])
         # a throughput ratio is the floor's time over the contender's: above 1 is faster than the floor
         ratios = {
-            floor: rep_ratio(elapsed[floor], elapsed[key]) if floor in elapsed else None for floor in FLOORS
+            floor: rep_ratio(elapsed[floor], elapsed[key]) if floor in elapsed else None
+            for floor in (*FLOORS, "floor-onmessage")
         }
         r = results[key] = {
             "label": BY_KEY[key].label,
@@ -223,11 +224,12 @@ def scenario_b(p: Params, only: set[str] | None) -> dict[str, Any]:
                 f"{r['cpu_ns_per_msg'] / 1000:.2f}",
                 fmt_ratio(ratios["floor"], iqr=True),
                 fmt_ratio(ratios["floor-uv"]),
+                fmt_ratio(ratios["floor-onmessage"]),
             ]
         )
     headers = [
         "key", "contender", "msg/s", "µs/msg", "µs/msg worst rep", "CPU µs/msg",
-        "msg/s × floor (IQR)", "msg/s × floor-uv",
+        "msg/s × floor (IQR)", "msg/s × floor-uv", "msg/s × floor-onmessage",
     ]  # fmt: skip
     return {
         "title": f"B. One-way throughput: {n:,} small messages, one reply at the end ({reps} reps)",
