@@ -501,9 +501,12 @@ class Ark(Contender):
     needs = ("arkworker",)
     loop_factory: ClassVar[str | None] = None
     clone: ClassVar[bool] = True
+    max_inbox: ClassVar[int] = 1024  # the default
 
     async def start(self) -> None:
-        self.worker = arkworker.ThreadWorker(_ark_worker, loop_factory=self.loop_factory, clone=self.clone)
+        self.worker = arkworker.ThreadWorker(
+            _ark_worker, loop_factory=self.loop_factory, clone=self.clone, max_inbox=self.max_inbox
+        )
         self.replies = aiter(self.worker.messages())
 
     def roundtrip(self, x: Any) -> Awaitable[Any]:
@@ -541,6 +544,16 @@ class ArkUv(ArkUvWorker):
     label = "arkworker, uvloop loops (host and worker)"
     host = "uvloop"
     scenarios = "ABCD"
+
+
+class ArkBigInbox(Ark):
+    """B only: how much of B's cost is the default max_inbox (1024), which makes the host wait and the
+    two threads hand over every 1,024 messages, each handover two thread wake-ups."""
+
+    key = "ark-64k"
+    label = "arkworker, asyncio loops, max_inbox=65536"
+    scenarios = "B"
+    max_inbox = 65536
 
 
 class ArkNoCopy(Ark):
@@ -848,6 +861,7 @@ ALL: list[type[Contender]] = [
     Ark,
     ArkUvWorker,
     ArkUv,
+    ArkBigInbox,
     ArkNoCopy,
     Janus,
     Culsans,
