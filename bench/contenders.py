@@ -21,6 +21,7 @@ import gc
 import importlib
 import json
 import os
+import pickle
 import queue
 import shutil
 import subprocess
@@ -454,6 +455,25 @@ class FloorOnmessage(FloorBatch):
             onmessage(_Event(items.popleft()))
 
 
+class FloorPickle(Floor):
+    """Scenario E only: the floor with the copy arkworker makes, and nothing else: the payload is pickled
+    on the sender's thread and unpickled on the receiver's, each way. The least a copying design pays."""
+
+    key = "floor-pickle"
+    label = "raw floor, the payload pickled and unpickled each way"
+    scenarios = "E"
+
+    async def roundtrip(self, x: Any) -> Any:
+        future = self.host_loop.create_future()
+        self.to_worker(self._echo_copy, pickle.dumps(x, protocol=5), future)
+        return pickle.loads(await future)
+
+    def _echo_copy(self, blob: bytes, future: asyncio.Future[bytes]) -> None:  # worker thread
+        self.to_host(future.set_result, pickle.dumps(pickle.loads(blob), protocol=5))
+
+    transfer_roundtrip = Floor.roundtrip  # a transferred buffer is not copied
+
+
 class RunCoroutineThreadsafe(Floor):
     key = "rcts"
     label = "run_coroutine_threadsafe into a worker loop + wrap_future"
@@ -858,6 +878,7 @@ ALL: list[type[Contender]] = [
     FloorUv,
     FloorBatch,
     FloorOnmessage,
+    FloorPickle,
     Ark,
     ArkUvWorker,
     ArkUv,

@@ -352,17 +352,20 @@ def scenario_e(p: Params, only: set[str] | None) -> dict[str, Any]:
                for key, v in per.items()},
             "copy_ratio": rep_ratio(per.get("ark", []), per.get("ark-nocopy")),
             "ark_ratio_to_floor": rep_ratio(per.get("ark", []), per.get("floor")),
+            "pickle_ratio": rep_ratio(per.get("floor-pickle", []), per.get("floor")),
         }  # fmt: skip
+        keys_shown = ("floor", "floor-pickle", "ark", "ark-nocopy")
         rows.append(
             [
                 payload,
-                *(us(r[key]["median_ns"]) if key in r else "-" for key in ("floor", "ark", "ark-nocopy")),
+                *(us(r[key]["median_ns"]) if key in r else "-" for key in keys_shown),
+                fmt_ratio(r["pickle_ratio"]),
                 fmt_ratio(r["copy_ratio"], iqr=True),
                 fmt_ratio(r["ark_ratio_to_floor"]),
             ]
         )
-    headers = ["payload (round trip)", "floor µs", "ark µs (copy)", "ark clone=False µs",
-               "copy / no-copy (IQR)", "ark × floor"]  # fmt: skip
+    headers = ["payload (round trip)", "floor µs", "floor + pickle µs", "ark µs (copy)", "ark clone=False µs",
+               "floor + pickle / floor", "ark copy / no-copy (IQR)", "ark × floor"]  # fmt: skip
     note = (
         "The transferred bytearray goes out with `post_message(buf, transfer=[buf])` and comes back the same "
         "way from the worker; the other payloads use `request()`, whose answer is copied back too. int and "
