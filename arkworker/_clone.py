@@ -18,7 +18,7 @@ from __future__ import annotations
 import io
 import pickle
 import threading
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from ._errors import ParameterError, SerializationError
@@ -134,7 +134,7 @@ def check_transfer(transfer: object) -> list[object]:
     return list(transfer)
 
 
-def pack(data: object, transfer: Iterable[object], *, share: bool, max_size: int) -> object:
+def pack(data: object, transfer: Sequence[object], *, share: bool, max_size: int) -> object:
     """Sender's thread: what crosses for ``data``. Raises ``SerializationError`` if it cannot be copied."""
     if not transfer:
         kind = type(data)
@@ -147,6 +147,8 @@ def pack(data: object, transfer: Iterable[object], *, share: bool, max_size: int
             if len(pickle.dumps(data, protocol=5)) > max_size:
                 raise SerializationError(f"message is over the {max_size}-byte max_message_size when copied")
             return data
+    elif len(transfer) == 1 and data is transfer[0] and not isinstance(data, memoryview):
+        return data  # the message is the one buffer it transfers: it crosses as it is, unpickled
     refs: list[object] = []
     _state.refs = refs
     if share:

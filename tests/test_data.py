@@ -404,6 +404,27 @@ async def test_transferred_bytearray_is_the_same_memory():
     assert bytes(buf[:3]) == b"abc"
 
 
+async def test_message_that_is_its_transferred_buffer_arrives_as_that_buffer_both_ways():
+    """post_message(buf, transfer=[buf]) hands over buf itself, host to worker and back."""
+    seen: list = []
+
+    def setup(port):
+        def on_message(e):
+            seen.append(e.data)
+            e.data[0] = 7
+            port.post_message(e.data, transfer=[e.data])
+
+        port.onmessage = on_message
+
+    buf = bytearray(4)
+    async with ThreadWorker(setup) as w:
+        w.post_message(buf, transfer=[buf])
+        back = await next_message(w)
+    assert seen[0] is buf
+    assert back is buf
+    assert buf[0] == 7
+
+
 async def test_transferred_memoryview_moves_and_is_released_on_sender():
     """A transferred memoryview is released on the sender and the worker's view writes the same memory."""
 
