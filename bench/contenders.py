@@ -45,6 +45,8 @@ cpu_now = time.process_time_ns  # the whole process, every thread
 STREAM = "stream"  # queue-based workers: count what follows instead of echoing it
 END = "end"  # the stream is over: answer with the count
 STOP = "stop"  # queue-based workers: leave the thread
+PARK = "park"  # arkworker's worker: hold the worker's thread until PARKED is set (apart.py)
+PARKED = threading.Event()
 
 
 def optional(name: str) -> ModuleType | None:
@@ -496,7 +498,7 @@ def _echo(x: Any) -> Any:
 # =====================================================================================================
 def _ark_worker(port: Any) -> None:
     """The worker: a request's answer is its data; posted ints are counted until END;
-    a bytearray goes back, transferred."""
+    a bytearray goes back, transferred; PARK holds the thread until PARKED is set."""
     count = 0
 
     def onmessage(event: Any) -> Any:
@@ -509,6 +511,8 @@ def _ark_worker(port: Any) -> None:
         elif data == END:
             port.post_message(count)
             count = 0
+        elif data == PARK:
+            PARKED.wait()
         return data
 
     port.onmessage = onmessage

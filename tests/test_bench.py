@@ -46,3 +46,18 @@ def test_bench_smoke_run_prints_every_table(tmp_path: pathlib.Path) -> None:
     assert {"floor-batch", "floor-onmessage"} <= set(scenarios["B"]["results"])
     assert "ark@5" in scenarios["D"]["results"]
     assert {"ark", "ark-nocopy", "floor"} <= set(scenarios["E"]["results"]["1 KiB dict"])
+
+
+@pytest.mark.timeout(120)
+def test_apart_quick_run_prints_each_figure() -> None:
+    """bench/apart.py (the costs taken apart) runs end to end and prints each of its figures."""
+    proc = subprocess.run(
+        [sys.executable, str(RUN.with_name("apart.py")), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    for line in ("throughput, apart: host", "calls per round trip", "start: ThreadWorker(...)"):
+        assert line in proc.stdout

@@ -1,0 +1,110 @@
+"""What each side of arkworker costs, measured apart: the figures behind docs/performance.md.
+
+    python bench/apart.py            (about a minute)
+    python bench/apart.py --quick    (small sizes, a few seconds: a smoke test, not a measurement)
+
+run.py times arkworker side by side with the floors; this takes the time apart, on one worker:
+
+- throughput: the host's cost per ``await post_message(i)`` while the worker's thread is parked, then the
+  worker's cost per message (bench B's handler) while the host only waits;
+- round trip: Python function calls per round trip on each thread (cProfile), arkworker and the floor;
+- start-up: the host's time in ``ThreadWorker(...)`` against the floor's ``start()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import pstats
+import statistics
+import sys
+import time
+from typing import Any
+
+from contenders import END, PARK, PARKED, Ark, Floor, _ark_worker
+
+import arkworker
+
+QUICK = "--quick" in sys.argv[1:]
+N = 20_000 if QUICK else 200_000  # messages per throughput block
+REPS = 2 if QUICK else 7
+ROUND_TRIPS = 2_000 if QUICK else 20_000  # profiled round trips
+LIFECYCLES = 30 if QUICK else 300
+
+
+async def throughput_apart() -> tuple[float, float]:
+    """Median ns per message: the host posting (worker parked), the worker handling (host waiting)."""
+    host, worker = [], []
+    for _ in range(REPS):
+        PARKED.clear()
+        w = arkworker.ThreadWorker(_ark_worker, max_inbox=N + 10)
+        replies = aiter(w.messages())
+        await w.post_message(PARK)
+        post = w.post_message
+        start = time.perf_counter_ns()
+        for i in range(N):
+            await post(i)
+        host.append((time.perf_counter_ns() - start) / N)
+        await post(END)
+        start = time.perf_counter_ns()
+        PARKED.set()
+        count = await anext(replies)
+        worker.append((time.perf_counter_ns() - start) / N)
+        assert count == N, count
+        await w.terminate()
+    return statistics.median(host), statistics.median(worker)
+
+
+async def calls_per_roundtrip(contender: Any, n: int = ROUND_TRIPS) -> tuple[float, float]:
+    """Function calls (C builtins included) per round trip on the host and on the worker thread."""
+    await contender.start()
+    for i in range(200):
+        await contender.roundtrip(i)
+    worker_profile = cProfile.Profile()
+    loop = contender.worker._transport.loop if isinstance(contender, Ark) else contender.loop
+    loop.call_soon_threadsafe(worker_profile.enable)
+    await contender.roundtrip(0)
+    host_profile = cProfile.Profile()
+    host_profile.enable()
+    for i in range(n):
+        await contender.roundtrip(i)
+    host_profile.disable()
+    loop.call_soon_threadsafe(worker_profile.disable)
+    await contender.roundtrip(0)
+    await contender.stop()
+    per = [pstats.Stats(p).total_calls / n for p in (host_profile, worker_profile)]
+    return per[0], per[1]
+
+
+async def construction(k: int = LIFECYCLES) -> tuple[float, float]:
+    """Median µs of the host's ``ThreadWorker(...)`` and of the floor's ``start()``."""
+    ark, floor = [], []
+    for _ in range(k):
+        start = time.perf_counter_ns()
+        w = arkworker.ThreadWorker(_ark_worker)
+        ark.append(time.perf_counter_ns() - start)
+        await w.request(1)
+        await w.terminate()
+        f = Floor()
+        start = time.perf_counter_ns()
+        await f.start()
+        floor.append(time.perf_counter_ns() - start)
+        await f.roundtrip(1)
+        await f.stop()
+    return statistics.median(ark) / 1000, statistics.median(floor) / 1000
+
+
+async def main() -> None:
+    host, worker = await throughput_apart()
+    both = host + worker
+    print(f"throughput, apart: host {host:.0f} ns per post, worker {worker:.0f} ns per message")
+    print(f"  together {both:.0f} ns: at most {1e3 / both:.2f} M msg/s without handovers")
+    ark_calls, floor_calls = await calls_per_roundtrip(Ark()), await calls_per_roundtrip(Floor())
+    print(f"calls per round trip (host / worker): arkworker {ark_calls[0]:.0f} / {ark_calls[1]:.0f}, "
+          f"floor {floor_calls[0]:.0f} / {floor_calls[1]:.0f}")  # fmt: skip
+    ark_us, floor_us = await construction()
+    print(f"start: ThreadWorker(...) {ark_us:.0f} µs, the floor's start() {floor_us:.0f} µs")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
