@@ -242,6 +242,7 @@ class WorkerThread:
         self._main: Callable[[], Coroutine[Any, Any, None]] | None = None
         self._wrap_up: Callable[[], object] = _nothing
         self._on_end: Callable[[BaseException | None], None] | None = None
+        self._never_ran = False  # True iff starting the thread failed
 
     def start(
         self,
@@ -258,7 +259,12 @@ class WorkerThread:
         self._main = main
         self._wrap_up = wrap_up
         self._on_end = on_end
-        self.thread.start()
+        try:
+            self.thread.start()
+        except RuntimeError:  # the OS gave no thread ("can't start new thread")
+            self._never_ran = True
+            self.loop.close()
+            raise
 
     def _run(self) -> None:
         # Worker thread.
@@ -298,12 +304,14 @@ class WorkerThread:
 
     def join(self, timeout: float | None = None) -> bool:
         """Block until the thread ended (or ``timeout``); True iff it has."""
+        if self._never_ran:
+            return True
         self.thread.join(timeout)
         return not self.thread.is_alive()
 
     def is_alive(self) -> bool:
         """True until the thread has really ended; a thread not started yet counts as alive."""
-        return self.thread.is_alive() or self.thread.ident is None
+        return not self._never_ran and (self.thread.is_alive() or self.thread.ident is None)
 
 
 def _set_os_thread_name(name: str) -> None:

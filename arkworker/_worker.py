@@ -173,8 +173,19 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         _hostloop.track(self._loop, self)
         self._outbox.on_ready = self._pump
         self._outbox.on_urgent = self._on_urgent
-        port = ThreadWorkerGlobalScope(transport, self._script, name, self._label, clone, max_message_size)
-        transport.start(port._run, port.close, self._thread_ended)
+        self._start(
+            ThreadWorkerGlobalScope(transport, self._script, name, self._label, clone, max_message_size)
+        )
+
+    def _start(self, port: ThreadWorkerGlobalScope) -> None:
+        try:
+            self._transport.start(port._run, port.close, self._thread_ended)
+        except RuntimeError as exc:  # no thread: nothing started, so nothing is left to track
+            _hostloop.untrack(self._loop, self)
+            if self._parent is not None:
+                self._parent._children.pop(self, None)
+            forget(self._script)
+            raise WorkerInitializationError(f"cannot start worker {self._label}: {exc}") from exc
 
     def __repr__(self) -> str:
         return f"<ThreadWorker {self._label} {self._state.name}>"

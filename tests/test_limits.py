@@ -88,6 +88,23 @@ async def test_refused_worker_starts_no_thread():
         pass
 
 
+async def test_worker_whose_thread_cannot_start_raises_and_frees_its_slot(monkeypatch):
+    """When the OS gives no thread, ThreadWorker() raises WorkerInitializationError and keeps no slot."""
+    arkworker.set_max_workers(1)
+
+    def no_thread(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(threading.Thread, "start", no_thread)
+        for _ in range(2):
+            with pytest.raises(WorkerInitializationError, match="can't start new thread"):
+                ThreadWorker(idle)
+    async with ThreadWorker(idle) as w:  # the one slot is free again
+        assert w.state is not WorkerState.TERMINATED
+    assert w.exit_code == 0
+
+
 async def test_lowering_the_limit_below_the_live_count():
     """Lowering the limit keeps live workers running but admits a new one only once enough have exited."""
     async with many(3) as workers:
