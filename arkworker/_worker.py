@@ -281,15 +281,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
             not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0
         ):
             raise ParameterError(f"timeout must be None or a number of seconds >= 0, not {timeout!r}")
-        kind = type(data)
-        if (
-            kind in self._small_kinds
-            and (kind is not int or INT_MIN < data < INT_MAX)  # type: ignore[operator]
-            and self._state < _TERMINATING
-        ):
-            payload: object = data  # as in post_message
-        else:
-            payload = self._payload(data, (), False)
+        payload = self._payload(data, (), False)
         request_id = next(self._request_ids)
         future: asyncio.Future[Any] = self._loop.create_future()
         self._pending[request_id] = future
