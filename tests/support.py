@@ -10,6 +10,17 @@ from arkworker import ThreadWorker
 TIMEOUT = 5
 
 
+def failing(port):
+    """Worker callable: "boom" raises ValueError("bad input"); anything else is answered with "pong"."""
+
+    def on_message(e):
+        if e.data == "boom":
+            raise ValueError("bad input")
+        return "pong"
+
+    port.onmessage = on_message
+
+
 class LoopErrors:
     """What reached the host loop's exception handler (installed by the ``loop_errors`` fixture)."""
 

@@ -6,7 +6,8 @@ import asyncio
 import threading
 
 import pytest
-from support import drain, take, wait_thread
+import support
+from support import drain, failing, take, wait_thread
 
 from arkworker import (
     ErrorEvent,
@@ -42,17 +43,6 @@ def recorder(kind: str, sink: list[object], done: asyncio.Event):
 def echo(port):
     """Worker callable: post every message straight back."""
     port.onmessage = lambda e: port.post_message(e.data)
-
-
-def failing(port):
-    """Worker callable: "boom" raises ValueError("bad input"); "ping" answers "pong"."""
-
-    def on_message(e):
-        if e.data == "boom":
-            raise ValueError("bad input")
-        return "pong"
-
-    port.onmessage = on_message
 
 
 KINDS = ["sync", "async"]
@@ -144,7 +134,7 @@ async def test_onerror_receives_worker_error_event(kind):
     assert isinstance(event, ErrorEvent)
     assert isinstance(event.error, ValueError)
     assert event.message == "ValueError: bad input"
-    assert event.filename == __file__
+    assert event.filename == support.__file__  # where failing() raised
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -8,7 +8,7 @@ import inspect
 import threading
 
 import pytest
-from support import drain, wait_thread
+from support import drain, failing, wait_thread
 
 from arkworker import (
     Event,
@@ -29,17 +29,6 @@ def echo(port):
     def on_message(e):
         port.post_message(e.data)
         return e.data
-
-    port.onmessage = on_message
-
-
-def failing(port):
-    """Worker callable: "boom" raises ValueError("bad input"); anything else is answered with "pong"."""
-
-    def on_message(e):
-        if e.data == "boom":
-            raise ValueError("bad input")
-        return "pong"
 
     port.onmessage = on_message
 
