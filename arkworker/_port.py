@@ -243,19 +243,25 @@ class ThreadWorkerGlobalScope(EventTarget):
     # -- handling the inbox -------------------------------------------------------------------------
 
     def _pump(self) -> None:
-        inbox, take = self._inbox, self._inbox.take
+        inbox = self._inbox
+        items, take = inbox.items, inbox.items.popleft
         handled = 0  # messages handled to completion in this run, marked done together at the end
+        answered = False  # a request was answered quietly: wake the host before anything else
         try:
             while self._busy is None and self._state is _RUNNING:
-                try:
-                    item = take()
-                except IndexError:
-                    if inbox.rearm():
-                        continue
+                if not items and not inbox.rearm():
                     return
+                item = take()
+                if answered:
+                    answered = False
+                    self._outbox.wake()
                 handler = self._sole_message_callback
                 if handler is None or type(item) in _NOT_PLAIN:
-                    handled += self._on_request(item) if type(item) is proto.Request else self._dispatch(item)
+                    if type(item) is proto.Request:
+                        handled += self._on_request(item)
+                        answered = True
+                    else:
+                        handled += self._dispatch(item)
                     continue
                 # The hot path: a message passed as it is, to the one message callback.
                 event = _bare(MessageEvent)  # MessageEvent(item), without an __init__ call
@@ -272,6 +278,8 @@ class ThreadWorkerGlobalScope(EventTarget):
         finally:
             if handled:
                 inbox.mark_done(handled)
+            if answered:
+                self._outbox.wake()
 
     def _dispatch(self, item: object) -> bool:
         """Handle an item other than a request off the hot path; True iff it is done with right now."""
@@ -318,7 +326,7 @@ class ThreadWorkerGlobalScope(EventTarget):
         self._pump()
 
     def _on_request(self, request: proto.Request) -> bool:
-        """Start one request; True iff it was answered (or dropped) right now."""
+        """Start one request; True iff it was answered (quietly: the pump wakes the host) or dropped."""
         if self._inbox.urgent:  # a cancellation that arrived while we were busy may drop this request
             self._on_urgent()
         self._last_request = request.id
@@ -328,21 +336,21 @@ class ThreadWorkerGlobalScope(EventTarget):
         handler = self._onmessage
         if handler is None:
             error = WorkerError("the worker has no onmessage handler, so it cannot answer a request")
-            self._answer(request.id, None, error)
+            self._answer(request.id, None, error, quietly=True)
             return True
         event = _bare(MessageEvent)  # MessageEvent(data), without an __init__ call
         try:
             event.data = unpack(request.payload) if type(request.payload) is Packed else request.payload
             result = handler(event)
         except Exception as exc:  # noqa: BLE001 - goes back to the requester
-            self._answer(request.id, None, exc)
+            self._answer(request.id, None, exc, quietly=True)
             return True
         if type(result) not in PLAIN_RESULTS and inspect.isawaitable(result):
             task = asyncio.ensure_future(result, loop=self._loop)
             self._requests[request.id] = task
             self._hold(task, functools.partial(self._request_done, request.id))
             return False
-        self._answer(request.id, result, None)
+        self._answer(request.id, result, None, quietly=True)
         return True
 
     def _request_done(self, request_id: int, task: asyncio.Future[Any]) -> None:
@@ -355,14 +363,19 @@ class ThreadWorkerGlobalScope(EventTarget):
             self._answer(request_id, None if exc else task.result(), exc)
         self._resume(task)
 
-    def _answer(self, request_id: int, value: object, error: BaseException | None) -> None:
+    def _answer(
+        self, request_id: int, value: object, error: BaseException | None, *, quietly: bool = False
+    ) -> None:
         payload = value
         if error is None and self._clone:
             try:
                 payload = pack(value, (), share=False, max_size=self._max_size)
             except SerializationError as exc:
                 payload, error = None, exc
-        self._outbox.put(proto.Reply(request_id, payload, error))
+        if quietly:
+            self._outbox.put_quietly(proto.Reply(request_id, payload, error))
+        else:
+            self._outbox.put(proto.Reply(request_id, payload, error))
 
     def _on_urgent(self) -> None:
         for item in self._inbox.take_urgent():

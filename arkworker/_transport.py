@@ -10,6 +10,9 @@ and keep the ``Channel`` contract:
   sender wait while it is above the limit. Waiting senders are released once the depth is down to half
   the limit, so a sender at the limit costs one wake-up per half-inbox, not one per message.
 - ``put_urgent`` items bypass the FIFO (cancellations, global calls) and always wake the receiver.
+- ``put_quietly`` appends without a wake-up; the sender calls ``wake`` before it does anything else. The
+  worker answers a request quietly and wakes the host as its pump returns to the loop: a host woken
+  while the worker still runs Python would only block on the GIL.
 """
 
 from __future__ import annotations
@@ -61,9 +64,8 @@ class Channel:
         self._sender = sender
         self.limit = limit
         self._low_water = limit // 2
-        self._items: collections.deque[object] = collections.deque()
-        # Receiver: the next item, oldest first; raises IndexError when empty (then call ``rearm``).
-        self.take: Callable[[], object] = self._items.popleft
+        # FIFO. The receiver pops items off the left while it is not empty, then calls ``rearm``.
+        self.items: collections.deque[object] = collections.deque()
         # Receiver: truthy while urgent items wait (take them with take_urgent). Rare and short: a list.
         self.urgent: list[object] = []
         # True iff a wake-up is scheduled or the receiver is still working through the items.
@@ -81,6 +83,17 @@ class Channel:
 
     # -- sender's thread ---------------------------------------------------------------------------
 
+    def put_quietly(self, item: object) -> None:
+        """Append a counted ``item`` without waking the receiver: call ``wake`` before anything else."""
+        self.sent += 1
+        self.items.append(item)
+
+    def wake(self) -> None:
+        """Wake the receiver for the items put quietly, unless a wake-up is pending already."""
+        if not self._wake_pending and self.items:
+            self._wake_pending = True
+            run_soon(self._receiver, self.on_ready)
+
     def put(self, item: object, *, counted: bool = True) -> bool:
         """Append ``item``; False if it had to wake the receiver and found its loop closed.
 
@@ -90,7 +103,7 @@ class Channel:
         """
         if counted:
             self.sent += 1  # before the append: the receiver may take the item at once
-        self._items.append(item)
+        self.items.append(item)
         if self._wake_pending:
             return True
         self._wake_pending = True
@@ -110,7 +123,7 @@ class Channel:
         A message put after the receiver's loop closed is counted as undelivered, not refused.
         """
         self.sent += 1  # put(), inlined: this is every post's path
-        self._items.append(item)
+        self.items.append(item)
         if not self._wake_pending:
             self._wake_pending = True
             try:  # noqa: SIM105 - cheaper than contextlib.suppress on every wake-up
@@ -166,13 +179,12 @@ class Channel:
         return self.sent - self.done_count
 
     def rearm(self) -> bool:
-        """The receiver found the channel empty (``take`` raised): re-arm the wake-up.
+        """The receiver found ``items`` empty: re-arm the wake-up.
 
-        True iff an item raced in meanwhile: ``take`` it now (its sender may also have woken us,
-        harmlessly).
+        True iff an item raced in meanwhile: take it now (its sender may also have woken us, harmlessly).
         """
         self._wake_pending = False
-        if not self._items:
+        if not self.items:
             return False
         self._wake_pending = True
         return True

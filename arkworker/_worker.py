@@ -285,8 +285,8 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         request_id = next(self._request_ids)
         future: asyncio.Future[Any] = self._loop.create_future()
         self._pending[request_id] = future
-        self._inbox.put(proto.Request(request_id, payload))
         self._requests += 1
+        self._inbox.put(proto.Request(request_id, payload))  # the last step before the await
         try:
             if timeout is None:
                 return await future
@@ -420,16 +420,14 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
     # -- handling what the worker sends -------------------------------------------------------------
 
     def _pump(self) -> None:
-        outbox, take = self._outbox, self._outbox.take
+        outbox = self._outbox
+        items, take = outbox.items, outbox.items.popleft
         handled = 0  # messages and replies handled in this run, marked done together at the end
         try:
             while self._busy is None:
-                try:
-                    item = take()
-                except IndexError:
-                    if outbox.rearm():
-                        continue
+                if not items and not outbox.rearm():
                     return
+                item = take()
                 kind = type(item)
                 if kind not in proto.TO_HOST:
                     handled += self._on_message(item)

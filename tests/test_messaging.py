@@ -314,6 +314,37 @@ async def test_request_cancelled_before_handler_started_never_runs(blocker):
         assert not ran.is_set(), "the handler of a request cancelled before it started ran anyway"
 
 
+async def test_reply_does_not_wait_for_the_next_handler():
+    """A request's answer reaches the host while the worker is still busy with the message after it."""
+    parked, unpark, unblock = threading.Event(), threading.Event(), threading.Event()
+
+    def setup(port):
+        def on_message(e):
+            if e.data == "park":
+                parked.set()
+                unpark.wait(TIMEOUT)
+            elif e.data == "block":
+                unblock.wait(3 * TIMEOUT)  # longer than the host waits for the answer
+            return e.data
+
+        port.onmessage = on_message
+
+    async with ThreadWorker(setup) as w:
+        try:
+            await w.post_message("park")
+            assert await wait_thread(parked)
+            # Both wait behind "park", so the worker takes them in one run of its inbox.
+            answer = asyncio.create_task(w.request("answer"))
+            await asyncio.sleep(0)  # one loop turn: the request's task puts it in the inbox
+            await w.post_message("block")
+            unpark.set()
+            assert await asyncio.wait_for(answer, TIMEOUT) == "answer"
+            assert not unblock.is_set()
+        finally:
+            unpark.set()
+            unblock.set()
+
+
 async def test_request_without_onmessage_raises_worker_error():
     """request() to a worker with no onmessage handler fails with a WorkerError that says so."""
     async with ThreadWorker(lambda port: None) as w:
