@@ -19,6 +19,8 @@ import asyncio
 import collections
 import gc
 import importlib
+import inspect
+import itertools
 import json
 import os
 import pickle
@@ -457,6 +459,79 @@ class FloorOnmessage(FloorBatch):
             onmessage(_Event(items.popleft()))
 
 
+_SMALL = frozenset({type(None), bool, int, float})  # what crosses without a copy, as in arkworker
+_PLAIN = frozenset({type(None), bool, int, float, str, bytes, tuple, list, dict})  # never awaitable
+
+
+def _copied(x: Any) -> Any:
+    return x if type(x) in _SMALL else pickle.loads(pickle.dumps(x, protocol=5))
+
+
+class FloorRequest(Floor):
+    """Scenario A's design limit: the least a ``request()`` with arkworker's contract can cost. On top of
+    the floor: a coroutine per request, an id and a table of pending futures (so that a cancelled or
+    orphaned request can be settled), one FIFO each way, shared with messages and woken once per batch,
+    an event object for the handler, the test that its result is not awaitable, and the copy decision
+    for the request and for the answer. No state, no counters, no error paths, no backpressure."""
+
+    key = "floor-request"
+    label = "floor + ids, a FIFO each way, handler(Event(x)), copy decisions"
+    scenarios = "A"
+
+    async def start(self) -> None:
+        await super().start()
+        self.ids = itertools.count()
+        self.pending: dict[int, asyncio.Future[Any]] = {}
+        self.inbox: collections.deque[tuple[int, Any]] = collections.deque()
+        self.outbox: collections.deque[tuple[int, Any]] = collections.deque()
+        self.inbox_woken = self.outbox_woken = False
+
+    async def roundtrip(self, x: Any) -> Any:
+        request_id = next(self.ids)
+        future = self.host_loop.create_future()
+        self.pending[request_id] = future
+        self.inbox.append((request_id, _copied(x)))
+        if not self.inbox_woken:
+            self.inbox_woken = True
+            self.to_worker(self._serve)
+        return await future
+
+    def onmessage(self, event: _Event) -> Any:  # worker thread
+        return event.data
+
+    def _serve(self) -> None:  # worker thread
+        inbox, outbox = self.inbox, self.outbox
+        while inbox or self._rearm_inbox():
+            request_id, x = inbox.popleft()
+            result = self.onmessage(_Event(x))
+            if type(result) not in _PLAIN and inspect.isawaitable(result):
+                raise NotImplementedError("the floor answers plain values only")
+            outbox.append((request_id, _copied(result)))
+        if outbox and not self.outbox_woken:
+            self.outbox_woken = True
+            self.to_host(self._settle)
+
+    def _rearm_inbox(self) -> bool:  # worker thread
+        self.inbox_woken = False
+        if not self.inbox:
+            return False
+        self.inbox_woken = True  # an item raced in
+        return True
+
+    def _settle(self) -> None:
+        outbox, pending = self.outbox, self.pending
+        while outbox or self._rearm_outbox():
+            request_id, result = outbox.popleft()
+            pending.pop(request_id).set_result(result)
+
+    def _rearm_outbox(self) -> bool:
+        self.outbox_woken = False
+        if not self.outbox:
+            return False
+        self.outbox_woken = True
+        return True
+
+
 class FloorPickle(Floor):
     """Scenario E only: the floor with the copy arkworker makes, and nothing else: the payload is pickled
     on the sender's thread and unpickled on the receiver's, each way. The least a copying design pays."""
@@ -882,6 +957,7 @@ ALL: list[type[Contender]] = [
     FloorUv,
     FloorBatch,
     FloorOnmessage,
+    FloorRequest,
     FloorPickle,
     Ark,
     ArkUvWorker,

@@ -157,6 +157,7 @@ def scenario_a(p: Params, only: set[str] | None) -> dict[str, Any]:
             "rep_p99_ns": p99s[key],
             "placements": places,
             **floor_ratios(medians, key),
+            "ratio_to_floor-request": rep_ratio(medians[key], medians.get("floor-request")),
             "p99_ratio_to_floor": rep_ratio(p99s[key], p99s.get("floor")),
         }
         rows.append(
@@ -170,12 +171,13 @@ def scenario_a(p: Params, only: set[str] | None) -> dict[str, Any]:
                 fmt_ratio(r["ratio_to_floor"], iqr=True),
                 fmt_ratio(r["p99_ratio_to_floor"]),
                 fmt_ratio(r["ratio_to_floor-uv"]),
+                fmt_ratio(r["ratio_to_floor-request"]),
                 f"{places.count('same')}/{len(places)}",
             ]
         )
     headers = [
         "key", "contender", "median µs", "p99 µs", "round trips/s", "CPU µs/rt",
-        "× floor (IQR)", "p99 × floor", "× floor-uv", "same vCPU",
+        "× floor (IQR)", "p99 × floor", "× floor-uv", "× floor-request", "same vCPU",
     ]  # fmt: skip
     return {
         "title": f"A. Round trip host → worker → host, int payload ({reps} reps × {n}, sequential)",
