@@ -468,23 +468,47 @@ def _copied(x: Any) -> Any:
 
 
 class FloorRequest(Floor):
-    """Scenario A's design limit: the least a ``request()`` with arkworker's contract can cost. On top of
-    the floor: a coroutine per request, an id and a table of pending futures (so that a cancelled or
-    orphaned request can be settled), one FIFO each way, shared with messages and woken once per batch,
-    an event object for the handler, the test that its result is not awaitable, and the copy decision
-    for the request and for the answer. No state, no counters, no error paths, no backpressure."""
+    """The design limit of scenarios A and C: the least a ``request()`` and a worker's life with
+    arkworker's contract can cost.
+
+    A: on top of the floor, a coroutine per request, an id and a table of pending futures (so that a
+    cancelled or orphaned request can be settled), one FIFO each way, shared with messages and woken once
+    per batch, an event object for the handler, the test that its result is not awaitable, and the copy
+    decision for the request and for the answer. C: the worker reports RUNNING to the host once its top
+    level ran, and it ends by a terminate item taken in FIFO order. No state, no counters, no error paths,
+    no backpressure, no clean-up of tasks, no exit callbacks."""
 
     key = "floor-request"
-    label = "floor + ids, a FIFO each way, handler(Event(x)), copy decisions"
-    scenarios = "A"
+    label = "floor + ids, a FIFO each way, handler(Event(x)), copy decisions, RUNNING report"
+    scenarios = "AC"
+    TERMINATE = -1  # the request id of the terminate item
 
     async def start(self) -> None:
-        await super().start()
         self.ids = itertools.count()
         self.pending: dict[int, asyncio.Future[Any]] = {}
         self.inbox: collections.deque[tuple[int, Any]] = collections.deque()
         self.outbox: collections.deque[tuple[int, Any]] = collections.deque()
         self.inbox_woken = self.outbox_woken = False
+        self.running = False
+        await super().start()
+
+    def _run(self) -> None:  # worker thread
+        self.loop.call_soon(self._top_level)
+        super()._run()
+
+    def _top_level(self) -> None:  # worker thread: the script's top level ran; tell the host
+        self.to_host(self._on_running)
+
+    def _on_running(self) -> None:
+        self.running = True
+
+    async def stop(self) -> None:
+        self.inbox.append((self.TERMINATE, None))
+        if not self.inbox_woken:
+            self.inbox_woken = True
+            self.to_worker(self._serve)
+        await self.exited
+        self.thread.join()
 
     async def roundtrip(self, x: Any) -> Any:
         request_id = next(self.ids)
@@ -503,6 +527,9 @@ class FloorRequest(Floor):
         inbox, outbox = self.inbox, self.outbox
         while inbox or self._rearm_inbox():
             request_id, x = inbox.popleft()
+            if request_id == self.TERMINATE:
+                self.loop.stop()
+                break
             result = self.onmessage(_Event(x))
             if type(result) not in _PLAIN and inspect.isawaitable(result):
                 raise NotImplementedError("the floor answers plain values only")

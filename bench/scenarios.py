@@ -262,6 +262,7 @@ def scenario_c(p: Params, only: set[str] | None) -> dict[str, Any]:
             "p99_ns": percentile(pooled["total"], 99),
             "phase_median_ns": {name: statistics.median(v) for name, v in pooled.items()},
             **floor_ratios(medians, key),
+            "ratio_to_floor-request": rep_ratio(medians[key], medians.get("floor-request")),
         }
         phase = {name: f"{ns / 1000:.0f}" for name, ns in r["phase_median_ns"].items()}
         rows.append(
@@ -273,10 +274,11 @@ def scenario_c(p: Params, only: set[str] | None) -> dict[str, Any]:
                 f"{phase['start']} / {phase['first_rt']} / {phase['stop']}",
                 fmt_ratio(r["ratio_to_floor"], iqr=True),
                 fmt_ratio(r["ratio_to_floor-uv"]),
+                fmt_ratio(r["ratio_to_floor-request"]),
             ]
         )
     headers = ["key", "contender", "median µs", "p99 µs", "start / first reply / stop µs", "× floor (IQR)",
-               "× floor-uv"]  # fmt: skip
+               "× floor-uv", "× floor-request"]  # fmt: skip
     return {
         "title": f"C. Start-up: construct, first reply, terminated and thread joined ({reps} reps × {k})",
         "params": {"reps": reps, "k": k},
