@@ -338,7 +338,7 @@ def _set_os_thread_name(name: str) -> None:
         except UnicodeDecodeError:
             raw = raw[:-1]
     with contextlib.suppress(OSError, AttributeError):
-        _libc().prctl(15, ctypes.c_char_p(raw), 0, 0, 0)  # PR_SET_NAME names the calling thread
+        _libc().prctl(15, raw, 0, 0, 0)  # PR_SET_NAME names the calling thread
 
 
 _LIBC: ctypes.CDLL | None = None
@@ -347,7 +347,9 @@ _LIBC: ctypes.CDLL | None = None
 def _libc() -> ctypes.CDLL:
     global _LIBC  # noqa: PLW0603 - loaded once, on first use
     if _LIBC is None:
-        _LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        # PyDLL keeps the GIL across the call: prctl returns at once, and letting go of the GIL here
+        # would hand it to the host (waiting in Thread.start) and back, two thread switches per start.
+        _LIBC = ctypes.PyDLL(ctypes.util.find_library("c"))
     return _LIBC
 
 
