@@ -10,9 +10,9 @@ and keep the ``Channel`` contract:
   sender wait while it is above the limit. Waiting senders are released once the depth is down to half
   the limit, so a sender at the limit costs one wake-up per half-inbox, not one per message.
 - ``put_urgent`` items bypass the FIFO (cancellations, global calls) and always wake the receiver.
-- ``put_quietly`` appends without a wake-up; the sender calls ``wake`` before it does anything else. The
-  worker answers a request quietly and wakes the host as its pump returns to the loop: a host woken
-  while the worker still runs Python would only block on the GIL.
+- ``put_quietly`` appends without a wake-up; the sender must call ``wake`` before it handles anything
+  else or returns to its loop. The worker answers a request quietly and wakes the host as its pump
+  returns to the loop: a host woken while the worker still runs Python would only block on the GIL.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class Channel:
     # -- sender's thread ---------------------------------------------------------------------------
 
     def put_quietly(self, item: object) -> None:
-        """Append a counted ``item`` without waking the receiver: call ``wake`` before anything else."""
+        """Append a counted ``item`` without waking the receiver; ``wake`` it before doing anything else."""
         self.sent += 1
         self.items.append(item)
 
