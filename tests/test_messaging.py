@@ -314,7 +314,8 @@ async def test_request_cancelled_before_handler_started_never_runs(blocker):
         assert not ran.is_set(), "the handler of a request cancelled before it started ran anyway"
 
 
-async def test_reply_does_not_wait_for_the_next_handler():
+@pytest.mark.parametrize("loop_factory", [None, "uvloop"], ids=["asyncio-worker", "uvloop-worker"])
+async def test_reply_does_not_wait_for_the_next_handler(loop_factory):
     """A request's answer reaches the host while the worker is still busy with the message after it."""
     parked, unpark, unblock = threading.Event(), threading.Event(), threading.Event()
 
@@ -329,7 +330,7 @@ async def test_reply_does_not_wait_for_the_next_handler():
 
         port.onmessage = on_message
 
-    async with ThreadWorker(setup) as w:
+    async with ThreadWorker(setup, loop_factory=loop_factory) as w:
         try:
             await w.post_message("park")
             assert await wait_thread(parked)
