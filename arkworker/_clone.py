@@ -25,13 +25,17 @@ from ._errors import ParameterError, SerializationError
 
 T = TypeVar("T")
 
-_SCALARS: frozenset[type] = frozenset({type(None), bool, float, complex})
+_SCALARS: frozenset[type] = frozenset({type(None), bool, float})
+# Pickle's overhead beyond the payload, at most (protocol 5: header, frame, opcode, length, memo, stop).
+_OVERHEAD = 18
 
 # Messages that cross as they are without being measured: pickled, none is over SMALL_SIZE bytes.
 SMALL_KINDS: frozenset[type] = frozenset({type(None), bool, float, int})
 SMALL_SIZE = 32
 INT_MIN, INT_MAX = -(2**63), 2**63  # the range of small ints
 _MUTABLE: frozenset[type] = frozenset({dict, list, set, bytearray})  # the common messages that need a copy
+NO_TRANSFER: tuple[()] = ()
+"""The default ``transfer``: nothing moves. Any other value is checked, ``None`` and ``[]`` included."""
 
 
 def immutable_size(data: object) -> int:
@@ -42,15 +46,17 @@ def immutable_size(data: object) -> int:
     """
     kind = type(data)
     if kind is int:
-        return data.bit_length() // 8 + 16  # type: ignore[attr-defined,no-any-return]
+        return data.bit_length() // 8 + 1 + _OVERHEAD  # type: ignore[attr-defined,no-any-return]
     if kind is str:
-        return 4 * len(data) + 16  # type: ignore[arg-type]
+        return 4 * len(data) + _OVERHEAD  # type: ignore[arg-type]
     if kind in _SCALARS:
-        return 32
+        return SMALL_SIZE
+    if kind is complex:
+        return 64  # pickled by reduction: 57 bytes
     if kind is bytes:
-        return len(data) + 16  # type: ignore[arg-type]
+        return len(data) + _OVERHEAD  # type: ignore[arg-type]
     if kind is tuple or kind is frozenset:
-        total = 16
+        total = _OVERHEAD
         for item in data:  # type: ignore[attr-defined]
             size = immutable_size(item)
             if size < 0:
@@ -117,6 +123,17 @@ class _TransferUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid: Any) -> object:
         return self._transferred[pid]
+
+
+def transfer_list(transfer: object) -> list[object]:
+    """The buffers to move: none for ``NO_TRANSFER``, else ``check_transfer(transfer)``."""
+    return [] if transfer is NO_TRANSFER else check_transfer(transfer)
+
+
+def moves_a_view(buffers: list[object]) -> bool:
+    """True iff a buffer to move is a memoryview: the sender's view is released and the receiver gets a
+    fresh one, so the message is packed even by a worker with ``clone=False``."""
+    return any(isinstance(item, memoryview) for item in buffers)
 
 
 def check_transfer(transfer: object) -> list[object]:

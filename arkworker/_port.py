@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from . import _protocol as proto
 from ._buffer import MessageBuffer, MessageIterator
-from ._clone import Packed, check_transfer, pack, unpack
+from ._clone import NO_TRANSFER, Packed, moves_a_view, pack, transfer_list, unpack
 from ._errors import (
     GlobalCallTimeoutError,
     NotInWorkerError,
@@ -125,19 +125,21 @@ class ThreadWorkerGlobalScope(EventTarget):
 
     # -- sending ----------------------------------------------------------------------------------
 
-    def post_message(self, data: object, transfer: list[Any] | tuple[Any, ...] = ()) -> Awaitable[None]:
+    def post_message(
+        self, data: object, transfer: list[Any] | tuple[Any, ...] = NO_TRANSFER
+    ) -> Awaitable[None]:
         """Post ``data`` to the host at once; await the result to wait while the host's inbox is full."""
         return self._post(data, transfer, share=False)
 
     def post_message_with_shared_sendable(
-        self, data: object, transfer: list[Any] | tuple[Any, ...] = ()
+        self, data: object, transfer: list[Any] | tuple[Any, ...] = NO_TRANSFER
     ) -> Awaitable[None]:
         """Like ``post_message``, but ``@sendable`` objects inside ``data`` are shared by reference."""
         return self._post(data, transfer, share=True)
 
     def _post(self, data: object, transfer: object, *, share: bool) -> Awaitable[None]:
-        buffers = check_transfer(transfer) if transfer else ()
-        if self._clone:
+        buffers = transfer_list(transfer)
+        if self._clone or moves_a_view(buffers):
             try:
                 payload = pack(data, buffers, share=share, max_size=self._max_size)
             except SerializationError as exc:

@@ -20,7 +20,18 @@ from typing import Any, Generic, Self, cast
 from . import _hostloop, _limits
 from . import _protocol as proto
 from ._buffer import MessageBuffer, MessageIterator
-from ._clone import INT_MAX, INT_MIN, SMALL_KINDS, SMALL_SIZE, Packed, check_transfer, pack, unpack
+from ._clone import (
+    INT_MAX,
+    INT_MIN,
+    NO_TRANSFER,
+    SMALL_KINDS,
+    SMALL_SIZE,
+    Packed,
+    moves_a_view,
+    pack,
+    transfer_list,
+    unpack,
+)
 from ._errors import (
     GlobalCallMethodNotCallableError,
     GlobalCallObjectNotRegisteredError,
@@ -225,7 +236,9 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
 
     # -- sending ------------------------------------------------------------------------------------
 
-    def post_message(self, data: SendT, transfer: list[Any] | tuple[Any, ...] = ()) -> Awaitable[None]:
+    def post_message(
+        self, data: SendT, transfer: list[Any] | tuple[Any, ...] = NO_TRANSFER
+    ) -> Awaitable[None]:
         """Post ``data`` to the worker at once (never blocks).
 
         Await the result to wait while the worker's inbox holds more than ``max_inbox`` messages.
@@ -238,14 +251,14 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         if (
             kind in self._small_kinds
             and (kind is not int or INT_MIN < data < INT_MAX)  # type: ignore[operator]
-            and not transfer
+            and transfer is NO_TRANSFER
             and self._state < _TERMINATING
         ):
             return self._inbox.send(data)  # the hot path: nothing to copy, surely below the size limit
         return self._post(data, transfer, share=False)
 
     def post_message_with_shared_sendable(
-        self, data: SendT, transfer: list[Any] | tuple[Any, ...] = ()
+        self, data: SendT, transfer: list[Any] | tuple[Any, ...] = NO_TRANSFER
     ) -> Awaitable[None]:
         """Like ``post_message``, but ``@sendable`` objects inside ``data`` are shared by reference."""
         return self._post(data, transfer, share=True)
@@ -259,8 +272,8 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
             raise WorkerNotRunningError(
                 f"worker {self._label} is {self._state.name.lower()}: it takes no more messages"
             )
-        buffers = check_transfer(transfer) if transfer else ()
-        if not self._clone:
+        buffers = transfer_list(transfer)
+        if not self._clone and not moves_a_view(buffers):
             return data
         try:
             return pack(data, buffers, share=share, max_size=self._max_size)
@@ -281,7 +294,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
             not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0
         ):
             raise ParameterError(f"timeout must be None or a number of seconds >= 0, not {timeout!r}")
-        payload = self._payload(data, (), False)
+        payload = self._payload(data, NO_TRANSFER, False)
         request_id = next(self._request_ids)
         future: asyncio.Future[Any] = self._loop.create_future()
         self._pending[request_id] = future

@@ -61,12 +61,28 @@ async def test_request_timeout_of_a_wrong_type_or_value(timeout):
         assert await w.request(2) == 2
 
 
-async def test_transfer_that_is_not_a_list_or_tuple():
-    """`transfer` must be a list or tuple of buffers."""
-    async with ThreadWorker(echo) as w:
+@pytest.mark.parametrize("transfer", [bytearray(b"x"), None, 0, "", {}], ids=repr)
+async def test_transfer_that_is_not_a_list_or_tuple(transfer):
+    """`transfer` must be a list or tuple of buffers, on either side; a falsy non-list is no exception."""
+    outcome: list[object] = []
+
+    def setup(port):
+        def on_message(e):
+            try:
+                port.post_message("x", transfer=transfer)
+            except ParameterError as exc:
+                outcome.append(exc)
+            return "handled"
+
+        port.onmessage = on_message
+
+    async with ThreadWorker(setup) as w:
         with pytest.raises(ParameterError, match="transfer must be a list or tuple"):
-            w.post_message(b"x", transfer=bytearray(b"x"))  # type: ignore[arg-type]
-        assert await w.request("still here") == "still here"
+            w.post_message(b"x", transfer=transfer)
+        assert w.statistics().messages_sent == 0
+        assert await w.request("still here") == "handled"
+    assert len(outcome) == 1
+    assert "transfer must be a list or tuple" in str(outcome[0])
 
 
 async def test_request_handler_returning_something_uncopyable():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
+import pickle
 import threading
 from collections.abc import Iterator
 
@@ -324,6 +325,30 @@ async def test_oversized_int_raises_serialization_error_and_small_ints_pass(big)
         assert await w.request(10**200) == 10**200  # large, but under 1000 bytes when pickled
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"x" * 300,
+        "y" * 300,
+        "é" * 100,
+        2**3000,
+        -(2**3000),
+        1 + 2j,
+        (b"x" * 300, "y"),
+        frozenset({b"z" * 300}),
+    ],
+    ids=["bytes", "str", "str-2-byte", "int", "negative-int", "complex", "tuple", "frozenset"],
+)
+async def test_max_message_size_is_exact_for_immutable_messages(data):
+    """An immutable message passes at exactly its pickled size and is refused one byte below it."""
+    size = len(pickle.dumps(data, protocol=5))
+    async with ThreadWorker(echo, max_message_size=size - 1) as w:
+        with pytest.raises(SerializationError):
+            w.post_message(data)
+    async with ThreadWorker(echo, max_message_size=size) as w:
+        assert await w.request(data) == data
+
+
 async def test_tiny_max_message_size_measures_even_scalars():
     """With a max_message_size below 32 bytes, even a float is measured: 21 bytes pickled is refused."""
     async with ThreadWorker(echo, max_message_size=8) as w:
@@ -439,6 +464,24 @@ async def test_transferred_memoryview_moves_and_is_released_on_sender():
             view[0]  # using a released view raises
         await w.request("flush")
     assert base[0] == 7
+
+
+@pytest.mark.parametrize("clone", [True, False], ids=["clone", "clone=False"])
+async def test_transferred_memoryview_inside_a_message_is_released_even_without_clone(clone):
+    """A memoryview moved inside a larger message is released on the sender even with clone=False; the
+    worker gets a working view of the same memory."""
+
+    def write(message):
+        message["view"][0] = 9
+
+    base = bytearray(4)
+    view = memoryview(base)
+    async with ThreadWorker(recorder([], write), clone=clone) as w:
+        w.post_message({"view": view}, transfer=[view])
+        with pytest.raises(ValueError):
+            view[0]
+        await w.request("flush")
+    assert base[0] == 9
 
 
 async def test_transferred_array_is_the_same_memory():
