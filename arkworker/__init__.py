@@ -10,6 +10,8 @@ and its exit instead of polling. ``import arkworker as worker`` makes the ArkTS 
 
 import inspect as _inspect
 import logging as _logging
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
 from ._buffer import MessageIterator as MessageIterator
 from ._errors import GlobalCallMethodNotCallableError as GlobalCallMethodNotCallableError
@@ -31,10 +33,14 @@ from ._events import WorkerState as WorkerState
 from ._events import WorkerStatistics as WorkerStatistics
 from ._limits import set_max_workers as set_max_workers
 from ._port import ThreadWorkerGlobalScope as ThreadWorkerGlobalScope
-from ._port import worker_port as worker_port
+from ._port import current_port as _current_port
+from ._port import worker_port as _worker_port_proxy
 from ._sendable import AsyncLock as AsyncLock
 from ._sendable import sendable as sendable
 from ._worker import ThreadWorker as ThreadWorker
+
+if _TYPE_CHECKING:
+    from ._port import worker_port as worker_port
 
 __all__ = (
     "AsyncLock",
@@ -65,16 +71,25 @@ __all__ = (
 
 # Reprs, tracebacks and docs show arkworker.X, not the private module that defines X.
 for _name in __all__:
-    _obj = globals()[_name]
+    _obj = globals().get(_name)
     if isinstance(_obj, type) or _inspect.isfunction(_obj):
         _obj.__module__ = __name__
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 
-def __getattr__(name: str) -> str:
+def __getattr__(name: str) -> _Any:
+    if name == "worker_port":
+        # In a worker thread, that worker's port itself, so that identity and isinstance hold. Anywhere
+        # else, a proxy: using it raises NotInWorkerError, and in a worker it finds that worker's port.
+        port = _current_port()
+        return _worker_port_proxy if port is None else port
     if name == "__version__":
         from importlib.metadata import version  # noqa: PLC0415 - only when asked for
 
         return version("arkworker")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), "worker_port", "__version__"})

@@ -422,13 +422,10 @@ class ThreadWorkerGlobalScope(EventTarget):
             self.close()
         held, self._held = self._held or [], None
         if self._state is not _STARTING:
-            if held:
-                logger.warning(
-                    "worker %s did not start; %d messages it posted were not delivered",
-                    self._label,
-                    len(held),
-                    extra={"worker": self._label},
-                )
+            # The top level failed: what it posted, and what its onerror posted, is still delivered,
+            # though the host never sees RUNNING.
+            for payload in held:
+                self._outbox.put(payload)
             return
         self._state = _RUNNING
         self._outbox.put(proto.STARTED, counted=False)
@@ -473,7 +470,8 @@ class ThreadWorkerGlobalScope(EventTarget):
 
 
 class _WorkerPortProxy:
-    """``arkworker.worker_port``: the current worker's port, looked up on each use."""
+    """``arkworker.worker_port`` read outside a worker (a module imported on the host, say): the current
+    worker's port, looked up on each use. Read inside a worker, ``arkworker.worker_port`` is the port."""
 
     __slots__ = ()
 

@@ -328,6 +328,24 @@ async def test_script_failing_to_load_takes_error_path(tmp_path, kind):
     await assert_runtime_works()
 
 
+async def test_posts_of_a_failing_top_level_and_of_its_onerror_are_delivered():
+    """A script whose top level fails never reaches RUNNING, but what it posted before failing and what
+    its own onerror posted both reach the host, in order."""
+
+    def script(port):
+        port.onerror = lambda e: port.post_message(f"onerror saw {type(e.error).__name__}")
+        port.post_message("before the failure")
+        raise ValueError("the top level failed")
+
+    got, on_error = future_of_first(asyncio.get_running_loop())
+    w = ThreadWorker(script)
+    w.onerror = on_error
+    received = [data async for data in w.messages()]
+    assert received == ["before the failure", "onerror saw ValueError"]
+    assert isinstance((await asyncio.wait_for(got, 5)).error, ValueError)
+    assert await asyncio.wait_for(w.wait(), 5) == 1
+
+
 async def test_cleanly_terminated_worker_discards_nothing():
     """A worker that handled every message before terminate() reports nothing discarded (contrast to a failed start)."""
     w = ThreadWorker(echo)

@@ -46,7 +46,9 @@ def test_all_lists_exactly_the_public_names():
         for name, value in vars(arkworker).items()
         if not name.startswith(("_", "@")) and not inspect.ismodule(value)
     }
-    assert public == set(arkworker.__all__)
+    # worker_port comes from the module's __getattr__: in a worker thread it is that worker's port.
+    assert public | {"worker_port"} == set(arkworker.__all__)
+    assert "worker_port" in dir(arkworker)
 
 
 def test_exported_classes_and_functions_report_the_package():
@@ -83,3 +85,23 @@ def test_only_the_transport_module_crosses_threads():
         if path.name != "_transport.py" and crossing.search(path.read_text())
     ]
     assert offenders == []
+
+
+async def test_worker_port_in_a_worker_is_that_workers_port():
+    """In a worker thread `arkworker.worker_port` is that worker's ThreadWorkerGlobalScope itself."""
+    seen: dict[str, object] = {}
+
+    def script(port):
+        from arkworker import worker_port  # imported in the worker thread: the port itself
+
+        seen["imported"] = worker_port
+        seen["attribute"] = arkworker.worker_port
+        seen["port"] = port
+        port.onmessage = lambda e: arkworker.worker_port is port
+
+    async with arkworker.ThreadWorker(script) as w:
+        assert await w.request("same port in a handler?") is True
+    assert seen["imported"] is seen["port"]
+    assert seen["attribute"] is seen["port"]
+    assert isinstance(seen["attribute"], arkworker.ThreadWorkerGlobalScope)
+    assert seen["port"].self is seen["port"]  # type: ignore[attr-defined]
