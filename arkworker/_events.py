@@ -257,21 +257,18 @@ class EventTarget:
         self._callbacks_changed()
 
     def dispatch_event(self, event: Event) -> bool:
-        """Call the listeners of ``event.type`` now, synchronously; ``async`` ones are scheduled as tasks.
+        """Call the callbacks of ``event.type`` in order, as a real event would be dispatched.
 
-        ``message``, ``messageerror`` and ``error`` also call the matching handler property.
+        They run now, synchronously, up to the first ``async`` one; that one is awaited in a task, and the
+        rest follow it in order. ``message``, ``messageerror`` and ``error`` also call the matching
+        handler property.
         """
         self._check_usable()
         if not isinstance(event, Event):
             raise ParameterError(f"dispatch_event needs an Event, not {_typename(event)}")
-        for fn in self._callbacks(event.type):
-            try:
-                result = fn(event)
-                if result is not None and inspect.isawaitable(result):
-                    rest = await_in_order(result, (), event, self._report_callback_error)
-                    schedule(asyncio.get_running_loop(), rest)
-            except Exception as exc:  # noqa: BLE001 - reported, never lost
-                self._report_callback_error(exc)
+        rest = call_in_order(self._callbacks(event.type), event, self._report_callback_error)
+        if rest is not None:
+            schedule(asyncio.get_running_loop(), rest)
         return True
 
     def _add(self, type: str, fn: Callback, *, once: bool) -> None:  # noqa: A002
@@ -312,7 +309,7 @@ class EventTarget:
 
 def call_in_order(
     callbacks: Sequence[Callback], payload: object, report: Callable[[Exception], None]
-) -> Awaitable[None] | None:
+) -> Coroutine[Any, Any, None] | None:
     """Call each callback with ``payload``; if one returns an awaitable, return an awaitable for the rest.
 
     An exception from a callback goes to ``report`` and never stops the others.

@@ -226,7 +226,7 @@ class ThreadWorkerGlobalScope(EventTarget):
         self._outbox.put(proto.ErrorReport(event, "messageerror"), counted=False)
         result = call_in_order(self._callbacks("messageerror"), event, self._handler_error)
         if result is not None:
-            self._spawn(cast("Coroutine[Any, Any, None]", result))
+            self._spawn(result)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = self._loop.create_task(coro)

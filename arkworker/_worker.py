@@ -548,7 +548,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         event = error_event(exc, "messageerror")
         result = call_in_order(self._callbacks("messageerror"), event, self._report_callback_error)
         if result is not None:
-            schedule(self._loop, cast("Coroutine[Any, Any, None]", result))
+            schedule(self._loop, result)
 
     def _report_callback_error(self, exc: Exception) -> None:
         self._loop.call_exception_handler(

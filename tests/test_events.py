@@ -327,6 +327,34 @@ async def test_dispatch_custom_event_calls_listeners_synchronously():
         assert w.dispatch_event(Event("nobody-listens")) is True
 
 
+async def test_dispatch_event_awaits_an_async_listener_before_the_next():
+    """dispatch_event runs listeners in order: one after an async listener waits until that one is done."""
+    order: list[str] = []
+    started, gate, done = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def slow(e):
+        order.append("slow started")
+        started.set()
+        await gate.wait()
+        order.append("slow finished")
+
+    def after(e):
+        order.append("after")
+        done.set()
+
+    async with ThreadWorker(echo) as w:
+        w.on("custom", lambda e: order.append("first"))
+        w.on("custom", slow)
+        w.on("custom", after)
+        assert w.dispatch_event(Event("custom")) is True
+        assert order == ["first"]
+        await asyncio.wait_for(started.wait(), TIMEOUT)
+        assert order == ["first", "slow started"]
+        gate.set()
+        await asyncio.wait_for(done.wait(), TIMEOUT)
+    assert order == ["first", "slow started", "slow finished", "after"]
+
+
 async def test_dispatch_message_event_calls_onmessage_and_listeners():
     """dispatch_event of a "message" MessageEvent calls onmessage and the "message" listeners, synchronously."""
     prop: list[object] = []
