@@ -349,7 +349,11 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
                 )
             )
             return
-        method = getattr(obj, call.method, None)
+        try:
+            method = getattr(obj, call.method, None)
+        except Exception as exc:  # noqa: BLE001 - a property that raises: raised again in the worker
+            call.reply.set(error=exc)
+            return
         if (
             method is None
             or not callable(method)
@@ -507,7 +511,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         if future is None or future.done():
             return  # the requester stopped waiting
         if reply.error is not None:
-            future.set_exception(reply.error)
+            future.set_exception(_settable(reply.error))
         elif type(reply.payload) is not Packed:
             future.set_result(reply.payload)
         else:
@@ -619,6 +623,16 @@ def _check_options(
     if priority is None or isinstance(priority, ThreadWorkerPriority):
         return priority
     raise ParameterError(f"priority must be a ThreadWorkerPriority, not {priority!r}")
+
+
+def _settable(error: BaseException) -> BaseException:
+    """``error``, or a ``RuntimeError`` caused by it if it is a ``StopIteration``, which no future can hold
+    (asyncio turns one raised by a coroutine into a ``RuntimeError`` the same way)."""
+    if not isinstance(error, StopIteration):
+        return error
+    wrapped = RuntimeError(f"the request's handler raised StopIteration: {error}")
+    wrapped.__cause__ = error
+    return wrapped
 
 
 def _resolve_loop_factory(option: object) -> LoopFactory:

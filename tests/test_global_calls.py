@@ -277,6 +277,21 @@ async def test_host_method_exception_is_reraised_in_worker_with_its_type():
         assert await w.request("lookup") == ("KeyError", ("now",))
 
 
+async def test_host_attribute_that_raises_is_reraised_in_worker_at_once():
+    """A host attribute whose lookup raises (a failing property) is re-raised in the worker at once, not
+    left to the call's timeout."""
+
+    class Guarded:
+        @property
+        def secret(self):
+            raise Boom("not readable")
+
+    async with ThreadWorker(caller) as w:
+        w.register_global_call_object("g", Guarded())
+        with pytest.raises(Boom, match="not readable"):
+            await w.request(("g", "secret", 5000, ()), timeout=2)
+
+
 async def test_host_method_exception_does_not_end_worker_or_set_exit_code():
     """A host method's exception caught in the worker leaves it running and its exit code 0."""
 

@@ -238,6 +238,26 @@ async def test_request_exception_reraised_with_type_and_worker_traceback(scripts
     assert w.exit_code == 0
 
 
+async def test_request_handler_raising_stop_iteration_gets_runtime_error_and_worker_goes_on():
+    """StopIteration cannot travel in a future: the requester gets a RuntimeError caused by it (as asyncio
+    does for coroutines), and the worker and the host go on."""
+
+    def setup(port):
+        def on_message(e):
+            if e.data == "stop":
+                raise StopIteration("no more")
+            return e.data
+
+        port.onmessage = on_message
+
+    async with ThreadWorker(setup) as w:
+        with pytest.raises(RuntimeError, match="StopIteration") as info:
+            await asyncio.wait_for(w.request("stop"), TIMEOUT)
+        assert isinstance(info.value.__cause__, StopIteration)
+        assert await asyncio.wait_for(w.request("still here"), TIMEOUT) == "still here"
+    assert w.exit_code == 0
+
+
 @pytest.mark.parametrize("how", ["timeout", "cancel"])
 async def test_request_timeout_or_cancel_cancels_worker_handler(how):
     """A request's timeout (or cancelling its task) cancels the handler's task in the worker."""
