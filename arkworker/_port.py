@@ -287,7 +287,7 @@ class ThreadWorkerGlobalScope(EventTarget):
         """Handle an item other than a request off the hot path; True iff it is done with right now."""
         if type(item) is proto.Terminate:
             self._state = _TERMINATING
-            self._finish()
+            self._finish(discard=False)  # messages() readers still get what is buffered
             return False
         if type(item) is Packed:
             try:
@@ -390,8 +390,8 @@ class ThreadWorkerGlobalScope(EventTarget):
 
     # -- life and exit ------------------------------------------------------------------------------
 
-    def _finish(self) -> None:
-        self._buffer.close()
+    def _finish(self, *, discard: bool = True) -> None:
+        self._buffer.close(discard=discard)
         if not self._exit.done():
             self._exit.set_result(None)
 
@@ -410,6 +410,9 @@ class ThreadWorkerGlobalScope(EventTarget):
             await self._exit
             if self._busy is not None:
                 await asyncio.wait([self._busy])  # the current handler finishes
+            if len(self._buffer):
+                await asyncio.sleep(0)  # a reader task created just before the exit gets to start
+            await self._buffer.readers_done()  # every messages() reader finishes what it took
             await self._shut_down()
         finally:
             del _ports[threading.get_ident()]

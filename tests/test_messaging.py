@@ -196,6 +196,63 @@ async def test_worker_side_messages_iterator_replaces_onmessage():
         assert await drain(w) == [0, 2, 4, 6, 8]
 
 
+async def test_worker_messages_reader_handles_every_message_posted_before_terminate():
+    """terminate() lets a worker's messages() reader take, and finish, every message posted before it,
+    even when its loop body awaits."""
+
+    async def life(port):
+        async for data in port.messages():
+            await asyncio.sleep(0)
+            port.post_message(data * 2)
+
+    w = ThreadWorker(life)
+    for i in range(10):
+        w.post_message(i)
+    assert await asyncio.wait_for(w.terminate(), TIMEOUT) == 0
+    assert await drain(w) == [i * 2 for i in range(10)]
+    assert w.statistics().discarded == 0
+
+
+async def test_close_inside_a_messages_reader_finishes_its_current_message():
+    """close() in a messages() reader's loop body lets that body finish; what is still queued is
+    discarded and counted."""
+
+    async def life(port):
+        async for data in port.messages():
+            if data == 2:
+                port.close()
+            await asyncio.sleep(0)
+            port.post_message(data)
+
+    w = ThreadWorker(life)
+    for i in range(6):
+        w.post_message(i)
+    assert await asyncio.wait_for(w.wait(), TIMEOUT) == 0
+    assert await drain(w) == [0, 1, 2]
+    assert w.statistics().discarded == 3
+
+
+@pytest.mark.parametrize("how", ["raises", "breaks"])
+async def test_a_reader_that_stops_reading_does_not_hold_up_the_exit(how):
+    """A messages() reader whose loop raised, or that broke out of its loop and went on awaiting, does not
+    keep terminate() waiting."""
+
+    async def life(port):
+        async for _ in port.messages():
+            await asyncio.sleep(0)
+            if how == "raises":
+                raise ValueError("the reader failed")
+            break
+        await asyncio.Event().wait()  # until cancelled at the exit
+
+    w = ThreadWorker(life)
+    w.onerror = lambda e: None
+    for i in range(3):
+        w.post_message(i)
+    assert await asyncio.wait_for(w.terminate(), TIMEOUT) == (1 if how == "raises" else 0)
+    assert w.statistics().discarded == 2
+
+
 # -- request ------------------------------------------------------------------------------------
 
 
