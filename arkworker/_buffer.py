@@ -25,6 +25,7 @@ class MessageBuffer:
         self._readers: dict[int, weakref.ref[MessageIterator[Any]]] = {}
         self._waking = 0  # readers woken for a message that have not run yet
         self._idle: asyncio.Future[None] | None = None
+        self._tasks: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()  # the readers' tasks, watched
 
     def __len__(self) -> int:
         return len(self._items) if self._items else 0
@@ -65,6 +66,12 @@ class MessageBuffer:
     def _check_idle(self) -> None:
         if self._idle is not None and not self._idle.done() and self._is_idle():
             self._idle.set_result(None)
+
+    def _watch(self, task: asyncio.Task[Any]) -> None:
+        """A reader took a message in ``task``: when that task ends, the reader holds nothing."""
+        if task not in self._tasks:
+            self._tasks.add(task)
+            task.add_done_callback(self._task_done)
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._check_idle()
@@ -131,6 +138,6 @@ class MessageIterator(Generic[T]):
         task = asyncio.current_task()
         if task is not self._task and task is not None:
             self._task = task
-            task.add_done_callback(self._buffer._task_done)
+            self._buffer._watch(task)
         self._holding = True
         return data
