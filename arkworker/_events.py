@@ -302,13 +302,18 @@ class EventTarget:
             self._sole_message_callback = result[0]
         return result
 
-    def _report_callback_error(self, exc: Exception) -> None:
+    def _report_callback_error(self, exc: BaseException) -> None:
         """Send an exception raised by a callback down this side's error path."""
         raise NotImplementedError
 
 
+CALLBACK_ERRORS = (Exception, asyncio.CancelledError)
+"""What a plain callback may raise as its own error. A ``CancelledError`` raised by one (``.result()`` of a
+cancelled future, say) is one too: no task is being cancelled while a plain callback runs."""
+
+
 def call_in_order(
-    callbacks: Sequence[Callback], payload: object, report: Callable[[Exception], None]
+    callbacks: Sequence[Callback], payload: object, report: Callable[[BaseException], None]
 ) -> Coroutine[Any, Any, None] | None:
     """Call each callback with ``payload``; if one returns an awaitable, return an awaitable for the rest.
 
@@ -317,7 +322,7 @@ def call_in_order(
     for index, fn in enumerate(callbacks):
         try:
             result = fn(payload)
-        except Exception as exc:  # noqa: BLE001 - reported, never lost
+        except CALLBACK_ERRORS as exc:  # reported, never lost
             report(exc)
             continue
         if result is not None and inspect.isawaitable(result):
@@ -326,7 +331,7 @@ def call_in_order(
 
 
 async def await_in_order(
-    first: Awaitable[Any], rest: Sequence[Callback], payload: object, report: Callable[[Exception], None]
+    first: Awaitable[Any], rest: Sequence[Callback], payload: object, report: Callable[[BaseException], None]
 ) -> None:
     """Await ``first``, then call and await each of ``rest`` with ``payload``; errors go to ``report``."""
     try:

@@ -26,6 +26,7 @@ from ._errors import (
     WorkerNotRunningError,
 )
 from ._events import (
+    CALLBACK_ERRORS,
     PLAIN_RESULTS,
     Callback,
     ErrorEvent,
@@ -163,6 +164,7 @@ class ThreadWorkerGlobalScope(EventTarget):
             return
         self._state = _TERMINATING
         self._outbox.put(proto.CLOSING, counted=False)
+        self._outbox.lift_limit()  # the current handler finishes without waiting for the host's reader
         self._finish()
 
     def call_global_call_object_method(
@@ -197,7 +199,7 @@ class ThreadWorkerGlobalScope(EventTarget):
 
     # -- the error path ---------------------------------------------------------------------------
 
-    def _report_callback_error(self, exc: Exception) -> None:
+    def _report_callback_error(self, exc: BaseException) -> None:
         self._handler_error(exc)
 
     def _handler_error(self, exc: BaseException) -> None:
@@ -214,7 +216,7 @@ class ThreadWorkerGlobalScope(EventTarget):
         await awaitable
         self._outbox.put(report, counted=False)
 
-    def _onerror_failed(self, exc: Exception) -> None:
+    def _onerror_failed(self, exc: BaseException) -> None:
         # Not the error path again: an onerror that raises would loop forever.
         logger.error(
             "worker %s: its onerror handler raised", self._label, exc_info=exc, extra={"worker": self._label}
@@ -270,7 +272,7 @@ class ThreadWorkerGlobalScope(EventTarget):
                 event.data = item
                 try:
                     result = handler(event)
-                except Exception as exc:  # noqa: BLE001 - the worker's error path
+                except CALLBACK_ERRORS as exc:  # the worker's error path
                     self._handler_error(exc)
                     result = None
                 if result is None or type(result) in PLAIN_RESULTS or not inspect.isawaitable(result):
@@ -305,7 +307,7 @@ class ThreadWorkerGlobalScope(EventTarget):
         for index, fn in enumerate(callbacks):
             try:
                 result = fn(event)
-            except Exception as exc:  # noqa: BLE001 - the worker's error path
+            except CALLBACK_ERRORS as exc:  # the worker's error path
                 self._handler_error(exc)
                 continue
             if type(result) not in PLAIN_RESULTS and inspect.isawaitable(result):
@@ -344,6 +346,9 @@ class ThreadWorkerGlobalScope(EventTarget):
         try:
             event.data = unpack(request.payload) if type(request.payload) is Packed else request.payload
             result = handler(event)
+        except asyncio.CancelledError:  # as if its task had been cancelled in the worker
+            self._answer(request.id, None, _cancelled_in_worker(), quietly=True)
+            return True
         except Exception as exc:  # noqa: BLE001 - goes back to the requester
             self._answer(request.id, None, exc, quietly=True)
             return True
@@ -359,7 +364,7 @@ class ThreadWorkerGlobalScope(EventTarget):
         self._requests.pop(request_id, None)
         if task.cancelled():
             # The host stopped waiting (then this answer is dropped) or the worker is exiting.
-            self._answer(request_id, None, WorkerError("the request's handler was cancelled in the worker"))
+            self._answer(request_id, None, _cancelled_in_worker())
         else:
             exc = task.exception()
             self._answer(request_id, None if exc else task.result(), exc)
@@ -420,7 +425,7 @@ class ThreadWorkerGlobalScope(EventTarget):
     async def _start(self) -> None:
         try:
             life = run_top_level(self._script, self)
-        except Exception as exc:  # noqa: BLE001 - the error path of a failed start
+        except CALLBACK_ERRORS as exc:  # the error path of a failed start
             self._handler_error(exc)
             self.close()
         held, self._held = self._held or [], None
@@ -470,6 +475,10 @@ class ThreadWorkerGlobalScope(EventTarget):
         self._tasks[task] = None
         task.add_done_callback(self._tasks.pop)
         return task
+
+
+def _cancelled_in_worker() -> WorkerError:
+    return WorkerError("the request's handler was cancelled in the worker")
 
 
 class _WorkerPortProxy:

@@ -150,6 +150,12 @@ class Channel:
             self._release_space()
         return future
 
+    def lift_limit(self) -> None:
+        """Any thread: the receiver takes everything from now on, however deep the channel gets: the
+        senders waiting for space go on, and no sender waits any more."""
+        self.limit = self._low_water = sys.maxsize
+        run_soon(self._sender, self._release_space)
+
     def fail_space_waiters(self, error: Callable[[], BaseException]) -> None:
         """Sender's loop: settle every space waiter with a fresh ``error()`` (the receiver is gone)."""
         waiters, self._space_waiters = self._space_waiters, []

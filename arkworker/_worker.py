@@ -42,6 +42,7 @@ from ._errors import (
     WorkerNotRunningError,
 )
 from ._events import (
+    CALLBACK_ERRORS,
     PLAIN_RESULTS,
     EventTarget,
     Handler,
@@ -335,8 +336,19 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
             self._global_objects.pop(name, None)
 
     def _on_urgent(self) -> None:
-        for call in self._outbox.take_urgent():
-            self._global_call(cast("proto.GlobalCall", call))
+        for item in self._outbox.take_urgent():
+            if type(item) is proto.Exited:
+                self._exited_while_busy(item)
+            else:
+                self._global_call(cast("proto.GlobalCall", item))
+
+    def _exited_while_busy(self, exited: proto.Exited) -> None:
+        # An async callback holds the outbox, and the exit is all that is left behind it: every message
+        # has been dispatched, so the exit is settled now. The callback may well be awaiting it.
+        items = self._outbox.items
+        if self._busy is not None and items and items[0] is exited:
+            items.popleft()
+            self._on_exited(exited)
 
     def _global_call(self, call: proto.GlobalCall) -> None:
         if time.monotonic() > call.deadline:
@@ -398,6 +410,9 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         if self._state < _TERMINATING:
             self._state = _TERMINATING
             self._inbox.put(proto.TERMINATE, counted=False)
+            # A handler awaiting its post_message must not wait for a reader of messages() that may never
+            # come: the worker has to get to the terminate item.
+            self._outbox.lift_limit()
         return self._exit_future()
 
     async def wait(self) -> int:
@@ -490,7 +505,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
             event.data = data
             try:
                 result = handler(event)
-            except Exception as exc:  # noqa: BLE001 - reported, never lost
+            except CALLBACK_ERRORS as exc:  # reported, never lost
                 self._report_callback_error(exc)
                 return True
             if result is not None and type(result) not in PLAIN_RESULTS and inspect.isawaitable(result):
@@ -554,14 +569,17 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         if result is not None:
             schedule(self._loop, result)
 
-    def _report_callback_error(self, exc: Exception) -> None:
+    def _report_callback_error(self, exc: BaseException) -> None:
         self._loop.call_exception_handler(
             {"message": f"exception in a callback of worker {self._label}", "exception": exc, "worker": self}
         )
 
     def _thread_ended(self, crash: BaseException | None) -> None:
-        # Worker thread, its very last call.
-        self._outbox.put(proto.Exited(crash), counted=False)
+        # Worker thread, its very last call. The exit takes its place in the FIFO, and is also announced
+        # on the urgent lane, for a host whose outbox is held by an async callback (_exited_while_busy).
+        exited = proto.Exited(crash)
+        self._outbox.put(exited, counted=False)
+        self._outbox.put_urgent(exited)
 
     def _on_exited(self, exited: proto.Exited) -> None:
         self._transport.join()  # sending Exited was the thread's last act: this returns at once
@@ -595,8 +613,10 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         result = call_in_order(callbacks, self._exit_code, self._report_callback_error)
         if result is None:
             self._settle_exit()
-        else:
+        elif self._busy is None:
             self._hold(self._settle_after(result))
+        else:  # settled while an async callback holds the outbox: nothing is left behind the exit anyway
+            schedule(self._loop, self._settle_after(result))
 
     async def _settle_after(self, awaitable: Awaitable[None]) -> None:
         await awaitable

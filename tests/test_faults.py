@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from arkworker import ErrorEvent, ThreadWorker, WorkerNotRunningError, WorkerState
+from arkworker import ErrorEvent, ThreadWorker, WorkerError, WorkerNotRunningError, WorkerState
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 10.0
@@ -686,3 +686,69 @@ print("done", os.getpid(), flush=True)
     assert "child status 0" in out
     assert out.count("done ") == 2  # the child and the parent both finished
     assert elapsed < 30
+
+
+# -- a plain callback that raises CancelledError ----------------------------------------------------
+
+
+def _cancelled_error() -> None:
+    """What `.result()` of a cancelled future raises: a CancelledError out of a plain callback."""
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    future.cancel()
+    future.result()
+
+
+async def test_worker_callback_raising_cancelled_error_is_a_worker_error_and_delivery_goes_on():
+    """A sync worker handler that raises CancelledError takes the worker's error path like any other
+    exception; the messages after it are still handled, and a request answered by one fails with
+    WorkerError."""
+
+    def setup(port: Any) -> None:
+        def on_message(e: Any) -> Any:
+            if e.data in (3, "request"):
+                _cancelled_error()
+            port.post_message(e.data)
+            return e.data
+
+        port.onmessage = on_message
+
+    errors: list[ErrorEvent] = []
+    async with ThreadWorker(setup) as w:
+        w.onallerrors = errors.append
+        for i in range(6):
+            w.post_message(i)
+        with pytest.raises(WorkerError, match="cancelled in the worker"):
+            await asyncio.wait_for(w.request("request"), 5)
+        assert await asyncio.wait_for(w.request("after"), 5) == "after"
+        received = [await asyncio.wait_for(anext(aiter(w.messages())), 5) for _ in range(6)]
+    assert received == [0, 1, 2, 4, 5, "after"]
+    assert [type(e.error) for e in errors] == [asyncio.CancelledError]
+
+
+async def test_host_callback_raising_cancelled_error_goes_to_the_loop_handler_and_delivery_goes_on(
+    loop_errors: Any,
+) -> None:
+    """A sync host onmessage that raises CancelledError reaches the loop's exception handler; later
+    messages are still delivered and the worker exits cleanly."""
+    got: list[object] = []
+    done = asyncio.Event()
+
+    def on_message(e: Any) -> None:
+        if e.data == 1:
+            _cancelled_error()
+        got.append(e.data)
+        if e.data == 3:
+            done.set()
+
+    def echo(port: Any) -> None:
+        port.onmessage = lambda e: port.post_message(e.data)
+
+    async with ThreadWorker(echo) as w:
+        w.onmessage = on_message
+        for i in range(4):
+            w.post_message(i)
+        await asyncio.wait_for(done.wait(), 5)
+        await loop_errors.wait_for(1)
+    assert got == [0, 2, 3]
+    assert [type(e) for e in loop_errors.exceptions] == [asyncio.CancelledError]
+    assert w.exit_code == 0

@@ -444,3 +444,27 @@ async def test_callable_coroutine_exception_unhandled_crashes_async_with():
         async with ThreadWorker(life) as w:
             assert await asyncio.wait_for(w.wait(), TIMEOUT) == 1
     assert isinstance(info.value.__cause__, KeyError)
+
+
+async def test_awaiting_terminate_inside_an_async_host_callback_returns():
+    """An async host callback of a worker may await that worker's terminate(): the exit is settled
+    even though the callback itself still holds the delivery of what the worker sent."""
+    codes: list[int] = []
+    exits: list[int] = []
+
+    def setup(port):
+        port.post_message("done")
+
+    w = ThreadWorker(setup)
+    w.onexit = exits.append
+    finished = asyncio.Event()
+
+    async def on_message(e):
+        codes.append(await w.terminate())
+        finished.set()
+
+    w.onmessage = on_message
+    await asyncio.wait_for(finished.wait(), TIMEOUT)
+    assert codes == [0]
+    assert exits == [0]
+    assert w.state is WorkerState.TERMINATED

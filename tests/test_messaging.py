@@ -477,3 +477,26 @@ async def test_statistics_counts_messages_requests_and_depths():
         assert w.statistics().host_inbox_depth == 2
         assert await take(w, 2) == [1, 2]
         assert w.statistics().host_inbox_depth == 0
+
+
+async def test_terminate_does_not_wait_for_a_worker_held_up_by_backpressure():
+    """A worker handler awaiting its post_message against a full host inbox that nobody reads does not
+    hold terminate() up: once terminating, the worker's posts no longer wait, and none is lost."""
+
+    waiting = threading.Event()
+
+    def setup(port):
+        async def on_message(e):
+            for k in range(50):
+                posted = port.post_message(k)
+                if not posted.done():
+                    waiting.set()  # held up: the host inbox is over max_inbox and nobody reads it
+                await posted
+
+        port.onmessage = on_message
+
+    w = ThreadWorker(setup, max_inbox=2)
+    w.post_message("go")
+    assert await wait_thread(waiting)
+    assert await asyncio.wait_for(w.terminate(), TIMEOUT) == 0
+    assert [m async for m in w.messages()] == list(range(50))
