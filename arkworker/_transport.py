@@ -80,6 +80,9 @@ class Channel:
         # wake-up is scheduled, so a receiver that sets it after items may have come drains once itself.
         self.on_ready: Callable[[], object] = _nothing
         self.on_urgent: Callable[[], object] = _nothing
+        # Written by the receiver: True while it holds the items back (an async callback runs). A sender
+        # whose last item must not wait behind that callback announces it on the urgent lane too.
+        self.receiver_held = False
 
     # -- sender's thread ---------------------------------------------------------------------------
 

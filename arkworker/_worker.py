@@ -343,12 +343,15 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
                 self._global_call(cast("proto.GlobalCall", item))
 
     def _exited_while_busy(self, exited: proto.Exited) -> None:
-        # An async callback holds the outbox, and the exit is all that is left behind it: every message
-        # has been dispatched, so the exit is settled now. The callback may well be awaiting it.
+        # An async callback holds the outbox, and only the worker's life items (its exit last) are left
+        # behind it: every message has been dispatched, so the exit is settled now. The callback may
+        # well be awaiting it.
         items = self._outbox.items
-        if self._busy is not None and items and items[0] is exited:
-            items.popleft()
-            self._on_exited(exited)
+        if self._busy is None or not items or items[-1] is not exited:
+            return
+        if all(type(item) in _LIFE_ITEMS for item in items):
+            while items:
+                self._on_life_item(items.popleft())
 
     def _global_call(self, call: proto.GlobalCall) -> None:
         if time.monotonic() > call.deadline:
@@ -468,24 +471,34 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
                     self._on_reply(item)
                 elif type(item) is proto.ErrorReport:
                     self._on_error(item)
-                elif kind is proto.Started:
-                    if self._state is _STARTING:
-                        self._state = _RUNNING
-                elif kind is proto.Closing:
-                    self._state = max(self._state, _TERMINATING)
-                elif type(item) is proto.Exited:
-                    self._on_exited(item)
+                else:
+                    self._on_life_item(item)
         finally:
             if handled:
                 outbox.mark_done(handled)
+
+    def _on_life_item(self, item: object) -> None:
+        """A ``Started``, ``Closing`` or ``Exited`` item: where the worker is in its life."""
+        if type(item) is proto.Started:
+            if self._state is _STARTING:
+                self._state = _RUNNING
+        elif type(item) is proto.Closing:
+            self._state = max(self._state, _TERMINATING)
+        elif type(item) is proto.Exited:
+            self._on_exited(item)
 
     def _hold(self, awaitable: Awaitable[None]) -> None:
         task = self._loop.create_task(cast("Coroutine[Any, Any, None]", awaitable))
         self._busy = task
         task.add_done_callback(self._resume)
+        self._outbox.receiver_held = True
+        items = self._outbox.items
+        if items and type(items[-1]) is proto.Exited:  # the exit was already behind the held item
+            self._exited_while_busy(items[-1])
 
     def _resume(self, task: asyncio.Task[None]) -> None:
         self._busy = None
+        self._outbox.receiver_held = False
         self._pump()
 
     def _on_message(self, payload: object) -> bool:
@@ -575,11 +588,13 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         )
 
     def _thread_ended(self, crash: BaseException | None) -> None:
-        # Worker thread, its very last call. The exit takes its place in the FIFO, and is also announced
-        # on the urgent lane, for a host whose outbox is held by an async callback (_exited_while_busy).
+        # Worker thread, its very last call. The exit takes its place in the FIFO; if an async callback
+        # holds the host's outbox, it is also announced on the urgent lane (_exited_while_busy). The
+        # append comes before the test of the flag, so a host that sets the flag later finds it queued.
         exited = proto.Exited(crash)
         self._outbox.put(exited, counted=False)
-        self._outbox.put_urgent(exited)
+        if self._outbox.receiver_held:
+            self._outbox.put_urgent(exited)
 
     def _on_exited(self, exited: proto.Exited) -> None:
         self._transport.join()  # sending Exited was the thread's last act: this returns at once
@@ -643,6 +658,9 @@ def _check_options(
     if priority is None or isinstance(priority, ThreadWorkerPriority):
         return priority
     raise ParameterError(f"priority must be a ThreadWorkerPriority, not {priority!r}")
+
+
+_LIFE_ITEMS = frozenset({proto.Started, proto.Closing, proto.Exited})
 
 
 def _settable(error: BaseException) -> BaseException:

@@ -446,24 +446,32 @@ async def test_callable_coroutine_exception_unhandled_crashes_async_with():
     assert isinstance(info.value.__cause__, KeyError)
 
 
-async def test_awaiting_terminate_inside_an_async_host_callback_returns():
-    """An async host callback of a worker may await that worker's terminate(): the exit is settled
-    even though the callback itself still holds the delivery of what the worker sent."""
+@pytest.mark.parametrize("how", ["terminate", "worker-closes"])
+async def test_awaiting_the_exit_inside_an_async_host_callback_returns(how):
+    """An async host callback of a worker may await that worker's exit (terminate() or wait()): the
+    exit is settled even though the callback itself still holds the delivery of what the worker sent,
+    whether the exit was queued before the callback began or came while it ran."""
     codes: list[int] = []
     exits: list[int] = []
 
     def setup(port):
-        port.post_message("done")
+        port.onmessage = lambda e: (port.post_message("done"), port.close())
 
-    w = ThreadWorker(setup)
+    w = (
+        ThreadWorker(setup)
+        if how == "worker-closes"
+        else ThreadWorker(lambda port: port.post_message("done"))
+    )
     w.onexit = exits.append
     finished = asyncio.Event()
 
     async def on_message(e):
-        codes.append(await w.terminate())
+        codes.append(await (w.wait() if how == "worker-closes" else w.terminate()))
         finished.set()
 
     w.onmessage = on_message
+    if how == "worker-closes":
+        w.post_message("go")
     await asyncio.wait_for(finished.wait(), TIMEOUT)
     assert codes == [0]
     assert exits == [0]
