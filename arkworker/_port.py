@@ -11,7 +11,7 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Coroutine, Generator, Sequence
+from collections.abc import Awaitable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, cast
 
 from . import _protocol as proto
@@ -28,7 +28,6 @@ from ._errors import (
 from ._events import (
     CALLBACK_ERRORS,
     PLAIN_RESULTS,
-    Callback,
     ErrorEvent,
     EventTarget,
     MessageEvent,
@@ -278,7 +277,7 @@ class ThreadWorkerGlobalScope(EventTarget):
                 if result is None or type(result) in PLAIN_RESULTS or not inspect.isawaitable(result):
                     handled += 1
                 else:
-                    self._await_handlers(result, ())
+                    self._await_handlers(await_in_order(result, (), None, self._handler_error))
         finally:
             if handled:
                 inbox.mark_done(handled)
@@ -303,22 +302,15 @@ class ThreadWorkerGlobalScope(EventTarget):
         if not callbacks:
             self._buffer.push(data)  # marked done when a messages() reader takes it
             return False
-        event = MessageEvent(data)
-        for index, fn in enumerate(callbacks):
-            try:
-                result = fn(event)
-            except CALLBACK_ERRORS as exc:  # the worker's error path
-                self._handler_error(exc)
-                continue
-            if type(result) not in PLAIN_RESULTS and inspect.isawaitable(result):
-                self._await_handlers(result, callbacks[index + 1 :], event)
-                return False
-        return True
+        rest = call_in_order(callbacks, MessageEvent(data), self._handler_error)
+        if rest is None:
+            return True
+        self._await_handlers(rest)
+        return False
 
-    def _await_handlers(self, first: Awaitable[Any], rest: Sequence[Callback], event: object = None) -> None:
-        """A message handler returned an awaitable: the inbox waits until it, and ``rest``, are done."""
-        task = self._loop.create_task(await_in_order(first, rest, event, self._handler_error))
-        self._hold(task, self._resume)
+    def _await_handlers(self, rest: Coroutine[Any, Any, None]) -> None:
+        """A message's handlers are still running (``rest``): the inbox waits until they are done."""
+        self._hold(self._loop.create_task(rest), self._resume)
 
     def _hold(self, task: asyncio.Task[Any], on_done: Any) -> None:
         self._busy = task
