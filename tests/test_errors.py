@@ -7,6 +7,7 @@ import threading
 import uuid
 
 import pytest
+from support import failing
 
 import arkworker
 from arkworker import (
@@ -25,17 +26,6 @@ from arkworker import (
 def echo(port):
     """Worker script: every request is answered with the message itself."""
     port.onmessage = lambda e: e.data
-
-
-def boom_or_pong(port):
-    """Worker script: a "boom" message raises in the handler; anything else is answered with "pong"."""
-
-    def on_message(e):
-        if e.data == "boom":
-            raise RuntimeError("boom in handler")
-        return "pong"
-
-    port.onmessage = on_message
 
 
 async def assert_runtime_works():
@@ -249,7 +239,7 @@ async def test_onallerrors_keeps_worker_alive():
     """With onallerrors set, a handler error is reported and the worker keeps answering requests."""
     events: list = []
     first, on_all = future_of_first(asyncio.get_running_loop())
-    w = ThreadWorker(boom_or_pong)
+    w = ThreadWorker(failing)
 
     def record(event):
         events.append(event)
@@ -259,8 +249,8 @@ async def test_onallerrors_keeps_worker_alive():
     w.post_message("boom")
     event = await asyncio.wait_for(first, 5)
     assert isinstance(event, ErrorEvent)
-    assert isinstance(event.error, RuntimeError)
-    assert event.message == "RuntimeError: boom in handler"
+    assert isinstance(event.error, ValueError)
+    assert event.message == "ValueError: bad input"
     assert await w.request("ping") == "pong"
     assert w.state is WorkerState.RUNNING
     w.post_message("boom")
@@ -272,12 +262,12 @@ async def test_onallerrors_keeps_worker_alive():
 async def test_onerror_alone_ends_worker():
     """With only onerror set, a handler error terminates the worker and wait() returns 1."""
     got, on_error = future_of_first(asyncio.get_running_loop())
-    w = ThreadWorker(boom_or_pong)
+    w = ThreadWorker(failing)
     w.onerror = on_error
     assert await w.request("ping") == "pong"
     w.post_message("boom")
     event = await asyncio.wait_for(got, 5)
-    assert isinstance(event.error, RuntimeError)
+    assert isinstance(event.error, ValueError)
     assert await asyncio.wait_for(w.wait(), 5) == 1
     assert w.state is WorkerState.TERMINATED
     assert w.exit_code == 1
