@@ -103,7 +103,7 @@ class ThreadWorkerGlobalScope(EventTarget):
         self._held: list[object] | None = []
         # The handler task being awaited; while set, the rest of the inbox waits.
         self._busy: asyncio.Future[Any] | None = None
-        self._exit: asyncio.Future[None] = self._loop.create_future()
+        self._winding_down: asyncio.Task[None] | None = None  # the exit's clean-up, once begun
         self._buffer = MessageBuffer(self._inbox.mark_done)
         self._requests: dict[int, asyncio.Task[Any]] = {}
         # Sets, kept as dicts with None values: an empty dict is a third of an empty set's size.
@@ -389,32 +389,20 @@ class ThreadWorkerGlobalScope(EventTarget):
 
     def _finish(self, *, discard: bool = True) -> None:
         self._buffer.close(discard=discard)
-        if not self._exit.done():
-            self._exit.set_result(None)
+        if self._winding_down is None:
+            self._winding_down = self._loop.create_task(self._wind_down())
+            self._winding_down.add_done_callback(self._transport.end)
 
     def _life_done(self, task: asyncio.Task[Any]) -> None:
         if not task.cancelled() and task.exception() is not None:
             self._handler_error(cast("BaseException", task.exception()))
         self.close()
 
-    async def _run(self) -> None:
-        """The worker's life: the top level, then messages until ``terminate()`` or ``close()``."""
+    def _begin(self) -> None:
+        """The worker's first callback: run the top level, then take messages until ``_finish()``."""
         _ports[threading.get_ident()] = self
         self._loop.set_exception_handler(self._loop_exception)
         self._loop.set_task_factory(self._new_task)
-        try:
-            await self._start()
-            await self._exit
-            if self._busy is not None:
-                await asyncio.wait([self._busy])  # the current handler finishes
-            if len(self._buffer):
-                await asyncio.sleep(0)  # a reader task created just before the exit gets to start
-            await self._buffer.readers_done()  # every messages() reader finishes what it took
-            await self._shut_down()
-        finally:
-            del _ports[threading.get_ident()]
-
-    async def _start(self) -> None:
         try:
             life = run_top_level(self._script, self)
         except CALLBACK_ERRORS as exc:  # the error path of a failed start
@@ -438,6 +426,18 @@ class ThreadWorkerGlobalScope(EventTarget):
         self._on_urgent()
         self._pump()
 
+    async def _wind_down(self) -> None:
+        """After ``terminate()`` or ``close()``: the current handler and readers finish, then clean up."""
+        try:
+            if self._busy is not None:
+                await asyncio.wait([self._busy])  # the current handler finishes
+            if len(self._buffer):
+                await asyncio.sleep(0)  # a reader task created just before the exit gets to start
+            await self._buffer.readers_done()  # every messages() reader finishes what it took
+            await self._shut_down()
+        finally:
+            _ports.pop(threading.get_ident(), None)
+
     async def _shut_down(self) -> None:
         children = list(self._children)
         for child in children:
@@ -453,6 +453,8 @@ class ThreadWorkerGlobalScope(EventTarget):
         for outcome in await asyncio.gather(*others, return_exceptions=True):
             if isinstance(outcome, Exception):
                 self._handler_error(outcome)
+        await self._loop.shutdown_asyncgens()  # what asyncio.run() does at the end
+        await self._loop.shutdown_default_executor()
 
     def _new_task(
         self,

@@ -25,8 +25,7 @@ import ctypes.util
 import os
 import sys
 import threading
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable
 
 from ._events import ThreadWorkerPriority
 
@@ -157,7 +156,10 @@ class Channel:
         """Any thread: the receiver takes everything from now on, however deep the channel gets: the
         senders waiting for space go on, and no sender waits any more."""
         self.limit = self._low_water = sys.maxsize
-        run_soon(self._sender, self._release_space)
+        # The limit is lifted before the flag is read, and a waiting sender raises the flag before it
+        # reads the limit again: if we see no flag, it sees the lifted limit. No flag, no wake-up.
+        if self._space_wanted:
+            run_soon(self._sender, self._release_space)
 
     def fail_space_waiters(self, error: Callable[[], BaseException]) -> None:
         """Sender's loop: settle every space waiter with a fresh ``error()`` (the receiver is gone)."""
@@ -260,26 +262,26 @@ class WorkerThread:
         self._os_name = os_name
         self._priority = priority
         self.thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
-        self._main: Callable[[], Coroutine[Any, Any, None]] | None = None
         self._wrap_up: Callable[[], object] = _nothing
         self._on_end: Callable[[BaseException | None], None] | None = None
+        self._ended = False  # True once end() was called
         self._never_ran = False  # True iff starting the thread failed
 
     def start(
         self,
-        main: Callable[[], Coroutine[Any, Any, None]],
+        begin: Callable[[], object],
         wrap_up: Callable[[], object],
         on_end: Callable[[BaseException | None], None],
     ) -> None:
-        """Run ``main()`` on the new thread's loop; ``on_end(crash)`` is the thread's very last call.
+        """Run the new thread's loop: ``begin()`` is its first callback, and it runs until ``end()``.
 
-        If an exception such as ``SystemExit`` escapes a callback and stops the loop before ``main``
-        finished, ``wrap_up()`` is called on the worker thread and the loop runs ``main`` to its end, so
-        its clean-up still happens.
+        ``on_end(crash)`` is the thread's very last call. If an exception such as ``SystemExit`` escapes a
+        callback and stops the loop before ``end()``, ``wrap_up()`` is called on the worker thread and the
+        loop runs on until ``end()``, so the clean-up still happens.
         """
-        self._main = main
         self._wrap_up = wrap_up
         self._on_end = on_end
+        self.loop.call_soon(begin)
         try:
             self.thread.start()
         except RuntimeError:  # the OS gave no thread ("can't start new thread")
@@ -287,41 +289,31 @@ class WorkerThread:
             self.loop.close()
             raise
 
+    def end(self, _: object = None) -> None:
+        """Worker thread: the life is over. The loop stops after the callbacks already scheduled."""
+        self._ended = True
+        self.loop.stop()
+
     def _run(self) -> None:
         # Worker thread.
-        assert self._main is not None
         assert self._on_end is not None
         _set_os_thread_name(self._os_name)
         _apply_priority(self._priority)
         loop = self.loop
         crash: BaseException | None = None
         try:
-            # Not asyncio.Runner: its close() calls asyncio.all_tasks(), which copies every task of every
-            # thread and, with hundreds of workers ending at once, retries for seconds. ``main`` itself
-            # cancels and awaits the tasks it knows of.
-            main = loop.create_task(self._life())
             try:
-                loop.run_until_complete(main)
+                loop.run_forever()
             except BaseException as exc:  # noqa: BLE001 - reported through on_end
                 crash = exc
-                if not main.done():
+                if not self._ended:
                     self._wrap_up()
-                    loop.run_until_complete(main)
+                    loop.run_forever()
         except BaseException as exc:  # noqa: BLE001 - the thread's end is reported, never lost
             crash = crash or exc
         finally:
             loop.close()
             self._on_end(crash)
-
-    async def _life(self) -> None:
-        # Worker thread: main, then what asyncio.run() does at the end. Inside the one task, these
-        # shutdowns cost nothing when there is nothing to shut down.
-        assert self._main is not None
-        try:
-            await self._main()
-        finally:
-            await self.loop.shutdown_asyncgens()
-            await self.loop.shutdown_default_executor()
 
     def join(self, timeout: float | None = None) -> bool:
         """Block until the thread ended (or ``timeout``); True iff it has."""

@@ -191,7 +191,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
 
     def _start(self, port: ThreadWorkerGlobalScope) -> None:
         try:
-            self._transport.start(port._run, port.close, self._thread_ended)
+            self._transport.start(port._begin, port.close, self._thread_ended)
         except RuntimeError as exc:  # no thread: nothing started, so nothing is left to track
             _hostloop.untrack(self._loop, self)
             if self._parent is not None:

@@ -30,7 +30,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -628,25 +628,31 @@ class Ark(Contender):
     loop_factory: ClassVar[str | None] = None
     clone: ClassVar[bool] = True
     max_inbox: ClassVar[int] = 1024  # the default
+    replies: AsyncIterator[Any] | None = None
 
     async def start(self) -> None:
         self.worker = arkworker.ThreadWorker(
             _ark_worker, loop_factory=self.loop_factory, clone=self.clone, max_inbox=self.max_inbox
         )
-        self.replies = aiter(self.worker.messages())
 
     def roundtrip(self, x: Any) -> Awaitable[Any]:
         return self.worker.request(x)
 
     async def transfer_roundtrip(self, buf: bytearray) -> bytearray:
         await self.worker.post_message(buf, transfer=[buf])
-        return await anext(self.replies)
+        return await self._reply()
 
     async def stream(self, n: int) -> int:
         post = self.worker.post_message
         for i in range(n):
             await post(i)
         await post(END)
+        return await self._reply()
+
+    async def _reply(self) -> Any:
+        # The worker's posts, read on first use: a lifecycle in C reads none.
+        if self.replies is None:
+            self.replies = aiter(self.worker.messages())
         return await anext(self.replies)
 
     async def stop(self) -> None:
