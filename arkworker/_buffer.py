@@ -49,6 +49,10 @@ class MessageBuffer:
             self._wake_one()
         self._check_idle()
 
+    def settled(self) -> bool:
+        """Empty, and no reader holds a message: ``readers_done()`` would not wait."""
+        return not self._items and self._is_idle()
+
     async def readers_done(self) -> None:
         """Once closed: wait until no reader holds a message and none is left that a reader would take."""
         if not self._is_idle():

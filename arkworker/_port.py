@@ -36,7 +36,7 @@ from ._events import (
     call_in_order,
 )
 from ._script import Script, run_top_level, user_location
-from ._transport import BlockingReply, WorkerThread
+from ._transport import BlockingReply, WorkerThread, loop_is_clean
 
 if TYPE_CHECKING:
     from ._worker import ThreadWorker
@@ -103,7 +103,7 @@ class ThreadWorkerGlobalScope(EventTarget):
         self._held: list[object] | None = []
         # The handler task being awaited; while set, the rest of the inbox waits.
         self._busy: asyncio.Future[Any] | None = None
-        self._winding_down: asyncio.Task[None] | None = None  # the exit's clean-up, once begun
+        self._finishing = False  # True once terminate() or close() began the exit
         self._buffer = MessageBuffer(self._inbox.mark_done)
         self._requests: dict[int, asyncio.Task[Any]] = {}
         # Sets, kept as dicts with None values: an empty dict is a third of an empty set's size.
@@ -389,9 +389,48 @@ class ThreadWorkerGlobalScope(EventTarget):
 
     def _finish(self, *, discard: bool = True) -> None:
         self._buffer.close(discard=discard)
-        if self._winding_down is None:
-            self._winding_down = self._loop.create_task(self._wind_down())
-            self._winding_down.add_done_callback(self._transport.end)
+        if self._finishing:
+            return
+        self._finishing = True
+        if self._settled():
+            self._loop.call_soon(self._end_if_settled)  # a pass later: what is scheduled by now runs first
+        else:
+            self._loop.create_task(self._clean_up())
+
+    def _end_if_settled(self) -> None:
+        if self._settled():
+            self._end()
+        else:  # the callbacks of the last pass left something to wait for
+            self._loop.create_task(self._clean_up())
+
+    def _settled(self) -> bool:
+        """Nothing to wait for at the exit: no handler running, no reader holding a message, no child,
+        no unfinished task, and nothing for the loop's own shutdown to do."""
+        return (
+            self._busy is None
+            and self._buffer.settled()
+            and not self._children
+            and not self._internal
+            and all(task.done() for task in self._tasks)
+            and loop_is_clean(self._loop)
+        )
+
+    async def _clean_up(self) -> None:
+        """The wind-down that must wait: for the current handler and readers, then for the clean-up."""
+        try:
+            if self._busy is not None:
+                await asyncio.wait([self._busy])  # the current handler finishes
+            if len(self._buffer):
+                await asyncio.sleep(0)  # a reader task created just before the exit gets to start
+            await self._buffer.readers_done()  # every messages() reader finishes what it took
+            await self._shut_down()
+        finally:
+            self._end()
+
+    def _end(self) -> None:
+        _ports.pop(threading.get_ident(), None)
+        # A pass later, as run_until_complete() does: what the last step scheduled still runs.
+        self._loop.call_soon(self._transport.end)
 
     def _life_done(self, task: asyncio.Task[Any]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -425,18 +464,6 @@ class ThreadWorkerGlobalScope(EventTarget):
             self._loop.create_task(life).add_done_callback(self._life_done)
         self._on_urgent()
         self._pump()
-
-    async def _wind_down(self) -> None:
-        """After ``terminate()`` or ``close()``: the current handler and readers finish, then clean up."""
-        try:
-            if self._busy is not None:
-                await asyncio.wait([self._busy])  # the current handler finishes
-            if len(self._buffer):
-                await asyncio.sleep(0)  # a reader task created just before the exit gets to start
-            await self._buffer.readers_done()  # every messages() reader finishes what it took
-            await self._shut_down()
-        finally:
-            _ports.pop(threading.get_ident(), None)
 
     async def _shut_down(self) -> None:
         children = list(self._children)

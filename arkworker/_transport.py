@@ -215,6 +215,16 @@ class Channel:
             run_soon(self._sender, self._release_space)
 
 
+def loop_is_clean(loop: asyncio.AbstractEventLoop) -> bool:
+    """True iff ``loop`` surely has no live async generator and no default executor, so that
+    ``shutdown_asyncgens()`` and ``shutdown_default_executor()`` have nothing to do.
+
+    It reads the bookkeeping of asyncio's own loops, as those two methods do first; for any other loop
+    (uvloop) it is False, and they run.
+    """
+    return not getattr(loop, "_asyncgens", True) and getattr(loop, "_default_executor", False) is None
+
+
 class BlockingReply:
     """A value one thread blocks for while another thread's loop computes it."""
 
@@ -289,8 +299,8 @@ class WorkerThread:
             self.loop.close()
             raise
 
-    def end(self, _: object = None) -> None:
-        """Worker thread: the life is over. The loop stops after the callbacks already scheduled."""
+    def end(self) -> None:
+        """Worker thread: the life is over; the loop stops at the end of its current pass."""
         self._ended = True
         self.loop.stop()
 
