@@ -25,7 +25,7 @@ class MessageBuffer:
         self._readers: dict[int, weakref.ref[MessageIterator[Any]]] = {}
         self._waking = 0  # readers woken for a message that have not run yet
         self._idle: asyncio.Future[None] | None = None
-        self._tasks: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()  # the readers' tasks, watched
+        self._tasks: weakref.WeakSet[asyncio.Task[Any]] | None = None  # the readers' tasks, watched
 
     def __len__(self) -> int:
         return len(self._items) if self._items else 0
@@ -73,6 +73,8 @@ class MessageBuffer:
 
     def _watch(self, task: asyncio.Task[Any]) -> None:
         """A reader took a message in ``task``: when that task ends, the reader holds nothing."""
+        if self._tasks is None:
+            self._tasks = weakref.WeakSet()
         if task not in self._tasks:
             self._tasks.add(task)
             task.add_done_callback(self._task_done)

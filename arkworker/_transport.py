@@ -21,11 +21,11 @@ import asyncio
 import collections
 import contextlib
 import ctypes
-import ctypes.util
 import os
 import sys
 import threading
 from collections.abc import Callable
+from typing import cast
 
 from ._events import ThreadWorkerPriority
 
@@ -269,7 +269,7 @@ class WorkerThread:
         self.loop = loop_factory()
         self.inbox = Channel(receiver=self.loop, sender=host_loop, limit=limit)
         self.outbox = Channel(receiver=host_loop, sender=self.loop, limit=limit)
-        self._os_name = os_name
+        self._os_name = _kernel_thread_name(os_name)
         self._priority = priority
         self.thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
         self._wrap_up: Callable[[], object] = _nothing
@@ -307,7 +307,8 @@ class WorkerThread:
     def _run(self) -> None:
         # Worker thread.
         assert self._on_end is not None
-        _set_os_thread_name(self._os_name)
+        if _PRCTL is not None and self._os_name:  # best effort, Linux only
+            _PRCTL(_PR_SET_NAME, self._os_name, 0, 0, 0)
         _apply_priority(self._priority)
         loop = self.loop
         crash: BaseException | None = None
@@ -337,31 +338,25 @@ class WorkerThread:
         return not self._never_ran and (self.thread.is_alive() or self.thread.ident is None)
 
 
-def _set_os_thread_name(name: str) -> None:
-    # Best effort, Linux only: the kernel keeps 15 bytes.
-    if not sys.platform.startswith("linux") or not name:
-        return
-    raw = name.encode("utf-8")[:15]
-    while raw:
-        try:
-            raw.decode("utf-8")
-            break
-        except UnicodeDecodeError:
-            raw = raw[:-1]
-    with contextlib.suppress(OSError, AttributeError):
-        _libc().prctl(15, raw, 0, 0, 0)  # PR_SET_NAME names the calling thread
+def _kernel_thread_name(name: str) -> bytes:
+    """``name`` as Linux keeps a thread's name: at most 15 bytes, cut at a character's boundary."""
+    return name.encode("utf-8")[:15].decode("utf-8", "ignore").encode("utf-8")
 
 
-_LIBC: ctypes.CDLL | None = None
+def _load_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        # The process's own symbols, libc's among them. PyDLL keeps the GIL across the call: prctl
+        # returns at once, and letting go of the GIL would hand it to the host (waiting in Thread.start)
+        # and back, two thread switches per start.
+        return cast("Callable[..., int]", ctypes.PyDLL(None).prctl)
+    except (OSError, AttributeError):
+        return None
 
 
-def _libc() -> ctypes.CDLL:
-    global _LIBC  # noqa: PLW0603 - loaded once, on first use
-    if _LIBC is None:
-        # PyDLL keeps the GIL across the call: prctl returns at once, and letting go of the GIL here
-        # would hand it to the host (waiting in Thread.start) and back, two thread switches per start.
-        _LIBC = ctypes.PyDLL(ctypes.util.find_library("c"))
-    return _LIBC
+_PRCTL = _load_prctl()
+_PR_SET_NAME = 15  # names the calling thread
 
 
 # Nice offsets from the creating thread's nice value; IDLE goes straight to the weakest, 19.
