@@ -240,8 +240,16 @@ class ThreadWorkerGlobalScope(EventTarget):
         exc = context.get("exception")
         if isinstance(exc, Exception):
             self._handler_error(exc)
+        elif exc is not None and not isinstance(exc, asyncio.CancelledError):
+            self._die(exc)  # neither an error nor a cancellation escaped a callback: an abort, say
         else:
             loop.default_exception_handler(context)
+
+    def _die(self, exc: BaseException) -> None:
+        """``exc`` is no error a handler can take (``SystemExit``, a test runner's abort): the worker ends,
+        and ``exc`` is its thread's crash."""
+        self._transport.crash(exc)
+        self.close()
 
     # -- handling the inbox -------------------------------------------------------------------------
 
@@ -418,12 +426,20 @@ class ThreadWorkerGlobalScope(EventTarget):
     async def _clean_up(self) -> None:
         """The wind-down that must wait: for the current handler and readers, then for the clean-up."""
         try:
-            if self._busy is not None:
-                await asyncio.wait([self._busy])  # the current handler finishes
-            if len(self._buffer):
-                await asyncio.sleep(0)  # a reader task created just before the exit gets to start
-            await self._buffer.readers_done()  # every messages() reader finishes what it took
-            await self._shut_down()
+            try:
+                if self._busy is not None:
+                    await asyncio.wait([self._busy])  # the current handler finishes
+                if len(self._buffer):
+                    await asyncio.sleep(0)  # a reader task created just before the exit gets to start
+                await self._buffer.readers_done()  # every messages() reader finishes what it took
+                await self._shut_down()
+            finally:  # even if a task cancelled this one: what asyncio.run() does at the end
+                await self._loop.shutdown_asyncgens()
+                await self._loop.shutdown_default_executor()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - what the worker died of: its thread's crash
+            self._transport.crash(exc)
         finally:
             self._end()
 
@@ -447,6 +463,8 @@ class ThreadWorkerGlobalScope(EventTarget):
         except CALLBACK_ERRORS as exc:  # the error path of a failed start
             self._handler_error(exc)
             self.close()
+        except BaseException as exc:  # noqa: BLE001 - reported as the thread's crash
+            self._die(exc)
         held, self._held = self._held or [], None
         if self._state is not _STARTING:
             # The top level failed: what it posted, and what its onerror posted, is still delivered,
@@ -480,8 +498,6 @@ class ThreadWorkerGlobalScope(EventTarget):
         for outcome in await asyncio.gather(*others, return_exceptions=True):
             if isinstance(outcome, Exception):
                 self._handler_error(outcome)
-        await self._loop.shutdown_asyncgens()  # what asyncio.run() does at the end
-        await self._loop.shutdown_default_executor()
 
     def _new_task(
         self,

@@ -275,6 +275,7 @@ class WorkerThread:
         self._wrap_up: Callable[[], object] = _nothing
         self._on_end: Callable[[BaseException | None], None] | None = None
         self._ended = False  # True once end() was called
+        self._crash: BaseException | None = None  # what the worker died of, if anything
         self._never_ran = False  # True iff starting the thread failed
 
     def start(
@@ -286,8 +287,8 @@ class WorkerThread:
         """Run the new thread's loop: ``begin()`` is its first callback, and it runs until ``end()``.
 
         ``on_end(crash)`` is the thread's very last call. If an exception such as ``SystemExit`` escapes a
-        callback and stops the loop before ``end()``, ``wrap_up()`` is called on the worker thread and the
-        loop runs on until ``end()``, so the clean-up still happens.
+        callback and stops the loop before ``end()``, it is the crash: ``wrap_up()`` is called on the worker
+        thread and the loop runs on until ``end()``, so the clean-up still happens.
         """
         self._wrap_up = wrap_up
         self._on_end = on_end
@@ -304,6 +305,11 @@ class WorkerThread:
         self._ended = True
         self.loop.stop()
 
+    def crash(self, exc: BaseException) -> None:
+        """Worker thread: the worker dies of ``exc``, reported as its thread's crash (the first one)."""
+        if self._crash is None:
+            self._crash = exc
+
     def _run(self) -> None:
         # Worker thread.
         assert self._on_end is not None
@@ -311,20 +317,19 @@ class WorkerThread:
             _PRCTL(_PR_SET_NAME, self._os_name, 0, 0, 0)
         _apply_priority(self._priority)
         loop = self.loop
-        crash: BaseException | None = None
         try:
             try:
                 loop.run_forever()
             except BaseException as exc:  # noqa: BLE001 - reported through on_end
-                crash = exc
+                self.crash(exc)
                 if not self._ended:
                     self._wrap_up()
                     loop.run_forever()
         except BaseException as exc:  # noqa: BLE001 - the thread's end is reported, never lost
-            crash = crash or exc
+            self.crash(exc)
         finally:
             loop.close()
-            self._on_end(crash)
+            self._on_end(self._crash)
 
     def join(self, timeout: float | None = None) -> bool:
         """Block until the thread ended (or ``timeout``); True iff it has."""
@@ -340,7 +345,7 @@ class WorkerThread:
 
 def _kernel_thread_name(name: str) -> bytes:
     """``name`` as Linux keeps a thread's name: at most 15 bytes, cut at a character's boundary."""
-    return name.encode("utf-8")[:15].decode("utf-8", "ignore").encode("utf-8")
+    return name.encode("utf-8", "replace")[:15].decode("utf-8", "ignore").encode("utf-8")
 
 
 def _load_prctl() -> Callable[..., int] | None:

@@ -752,3 +752,96 @@ async def test_host_callback_raising_cancelled_error_goes_to_the_loop_handler_an
     assert got == [0, 2, 3]
     assert [type(e) for e in loop_errors.exceptions] == [asyncio.CancelledError]
     assert w.exit_code == 0
+
+
+# -- exceptions that are neither errors nor SystemExit -------------------------------------------------
+
+
+class Abort(BaseException):
+    """Neither an Exception nor SystemExit, as a test runner's skip or failure is."""
+
+
+@pytest.mark.parametrize("where", ["top-level", "first-handler", "handler", "onerror-at-exit"])
+async def test_a_base_exception_ends_the_worker_as_its_crash(loop_errors, where):
+    """A BaseException that is neither an error nor SystemExit, raised by the top level, by a handler (the first run of the inbox or a later one) or by the worker's onerror during the exit, ends the worker with exit code 1 and is reported once, and its thread ends."""
+    loop = asyncio.get_running_loop()
+    running = loop.create_future()
+
+    def script(port: Any) -> None:
+        if where == "top-level":
+            raise Abort("top level")
+
+        def on_message(e: Any) -> None:
+            raise Abort("handler")
+
+        async def fails_when_cancelled() -> None:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                raise ValueError("a task failed as the exit cancelled it") from None
+
+        if where == "onerror-at-exit":
+
+            def on_error(e: Any) -> None:
+                raise Abort("onerror")
+
+            port.onerror = on_error
+            port.onmessage = lambda e: e.data
+            asyncio.get_running_loop().create_task(fails_when_cancelled())
+        else:
+            port.onmessage = on_message
+        signal_host(loop, running)
+
+    w = ThreadWorker(script, name=f"abort-{where}")
+    if where == "first-handler":
+        w.post_message("before the top level finished")
+    elif where != "top-level":
+        await asyncio.wait_for(running, TIMEOUT)
+        if where == "handler":
+            w.post_message("now")
+    code = await asyncio.wait_for(w.terminate() if where == "onerror-at-exit" else w.wait(), TIMEOUT)
+    assert code == 1
+    assert w.state is WorkerState.TERMINATED
+    assert f"arkworker-abort-{where}" not in worker_threads()
+    assert [type(exc) for exc in loop_errors.exceptions] == [Abort]
+
+
+async def test_a_task_that_cancels_every_task_at_the_exit_still_lets_async_generators_close():
+    """A worker task that, cancelled at the exit, cancels every task of its loop (the clean-up's own task included) does not keep the worker's async generators from being closed."""
+    loop = asyncio.get_running_loop()
+    closed = loop.create_future()
+
+    def script(port: Any) -> None:
+        async def ticks() -> Any:
+            try:
+                while True:
+                    yield
+                    await asyncio.sleep(0)
+            finally:
+                port.post_message("closed")
+
+        async def life() -> None:
+            generator = ticks()
+            await generator.asend(None)  # left suspended: only shutdown_asyncgens() closes it
+            try:
+                await asyncio.Event().wait()
+            finally:
+                for task in asyncio.all_tasks():
+                    if task is not asyncio.current_task():
+                        task.cancel()
+
+        asyncio.get_running_loop().create_task(life())
+        port.onmessage = lambda e: e.data
+
+    w = ThreadWorker(script)
+    w.onmessage = lambda e: closed.set_result(e.data) if not closed.done() else None
+    assert await asyncio.wait_for(w.request("up"), TIMEOUT) == "up"
+    await asyncio.wait_for(w.terminate(), TIMEOUT)
+    assert await asyncio.wait_for(closed, TIMEOUT) == "closed"
+
+
+async def test_a_name_that_utf8_cannot_encode_still_names_the_worker():
+    """A name with a lone surrogate, which UTF-8 cannot encode, names the Python thread as it is and the OS thread as best it can."""
+    async with ThreadWorker(lambda port: setattr(port, "onmessage", lambda e: e.data), name="a\udcffb") as w:
+        assert await asyncio.wait_for(w.request(1), TIMEOUT) == 1
+        assert "arkworker-a\udcffb" in worker_threads()
