@@ -220,9 +220,15 @@ def loop_is_clean(loop: asyncio.AbstractEventLoop) -> bool:
     ``shutdown_asyncgens()`` and ``shutdown_default_executor()`` have nothing to do.
 
     It reads the bookkeeping of asyncio's own loops, as those two methods do first; for any other loop
-    (uvloop) it is False, and they run.
+    (uvloop), or one that overrides them, it is False, and they run.
     """
-    return not getattr(loop, "_asyncgens", True) and getattr(loop, "_default_executor", False) is None
+    kind = type(loop)
+    return (
+        kind.shutdown_asyncgens is asyncio.BaseEventLoop.shutdown_asyncgens
+        and kind.shutdown_default_executor is asyncio.BaseEventLoop.shutdown_default_executor
+        and not getattr(loop, "_asyncgens", True)
+        and getattr(loop, "_default_executor", False) is None
+    )
 
 
 class BlockingReply:
