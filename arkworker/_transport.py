@@ -319,11 +319,14 @@ class WorkerThread:
     def _run(self) -> None:
         # Worker thread.
         assert self._on_end is not None
-        if _PRCTL is not None and self._os_name:  # best effort, Linux only
-            _PRCTL(_PR_SET_NAME, self._os_name, 0, 0, 0)
-        _apply_priority(self._priority)
         loop = self.loop
         try:
+            if _PRCTL is not None and self._os_name:  # best effort, Linux only
+                _PRCTL(_PR_SET_NAME, self._os_name, 0, 0, 0)
+            _apply_priority(self._priority)
+            # Not asyncio.Runner: its close() calls asyncio.all_tasks(), which copies every task of every
+            # thread and, with hundreds of workers ending at once, retries for seconds. The worker's
+            # wind-down cancels and awaits the tasks it knows of.
             try:
                 loop.run_forever()
             except BaseException as exc:  # noqa: BLE001 - reported through on_end
