@@ -220,6 +220,13 @@ class EventTarget:
         self._cache.clear()
         self._sole_message_callback = None
 
+    def _forget_callbacks(self) -> None:
+        """The end of this side's life: drop every handler and listener. Handlers often close over their
+        target; dropped, they leave no cycle, and the target is freed without the garbage collector."""
+        self._listeners.clear()
+        self._onmessage = self._onmessageerror = self._onerror = None
+        self._callbacks_changed()
+
     def _check_usable(self) -> None:
         """Raise if this side may no longer be used; overridden by the host handle."""
 

@@ -30,7 +30,9 @@ class _Slot:
 
 _lock = threading.Lock()  # guards the two names below: workers may be created on many threads
 _max_workers = DEFAULT_MAX_WORKERS
-_slots: list[_Slot] = []
+# The slots taken, oldest first. A slot goes when its host has seen its thread end (release), or, for a
+# worker whose exit no host loop took, when a new worker needs the room.
+_slots: dict[WorkerThread, _Slot] = {}
 
 
 def set_max_workers(n: int) -> None:
@@ -48,26 +50,33 @@ def admit(transport: WorkerThread, stop: Callable[[], object], name: str) -> Non
     A slot is free again only once its thread has really ended.
     """
     with _lock:
-        if len(_slots) >= _max_workers:  # forget ended workers only when it matters: O(n) each time
-            _slots[:] = [slot for slot in _slots if slot.transport.is_alive()]
+        if len(_slots) >= _max_workers:  # ended workers nobody released: O(n), only when it matters
+            for ended in [slot.transport for slot in _slots.values() if not slot.transport.is_alive()]:
+                del _slots[ended]
         if len(_slots) >= _max_workers:
             raise WorkerInitializationError(
                 f"cannot start worker {name!r}: {len(_slots)} workers are alive and the limit is "
                 f"{_max_workers} (see arkworker.set_max_workers)"
             )
-        _slots.append(_Slot(transport, stop, name))
+        _slots[transport] = _Slot(transport, stop, name)
+
+
+def release(transport: WorkerThread) -> None:
+    """The worker's thread has ended (joined): its slot is free, and what it holds can go."""
+    with _lock:
+        _slots.pop(transport, None)
 
 
 def live_workers() -> int:
     """How many worker threads have not ended yet."""
     with _lock:
-        return sum(1 for slot in _slots if slot.transport.is_alive())
+        return sum(1 for slot in _slots.values() if slot.transport.is_alive())
 
 
 def _stop_all(timeout: float = EXIT_TIMEOUT) -> None:
     # Interpreter exit: ask every live worker to terminate, wait a bounded time, report the stuck ones.
     with _lock:
-        slots = [slot for slot in _slots if slot.transport.is_alive()]
+        slots = [slot for slot in _slots.values() if slot.transport.is_alive()]
     for slot in slots:
         slot.stop()
     deadline = time.monotonic() + timeout

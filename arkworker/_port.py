@@ -446,7 +446,11 @@ class ThreadWorkerGlobalScope(EventTarget):
     def _end(self) -> None:
         _ports.pop(threading.get_ident(), None)
         # A pass later, as run_until_complete() does: what the last step scheduled still runs.
-        self._loop.call_soon(self._transport.end)
+        self._loop.call_soon(self._stop)
+
+    def _stop(self) -> None:
+        self._forget_callbacks()
+        self._transport.end()
 
     def _life_done(self, task: asyncio.Task[Any]) -> None:
         if not task.cancelled() and task.exception() is not None:

@@ -340,6 +340,19 @@ class WorkerThread:
             loop.close()
             self._on_end(self._crash)
 
+    def unhook(self) -> None:
+        """Once the thread has ended: drop the callbacks both sides set on the channels and the loop.
+
+        They tie the handle, the port and this transport in cycles; without them, all of it is freed with
+        the handle, at once, instead of by the garbage collector.
+        """
+        for channel in (self.inbox, self.outbox):
+            channel.on_ready = channel.on_urgent = _nothing
+        self._wrap_up = _nothing
+        self._on_end = None
+        self.loop.set_exception_handler(None)
+        self.loop.set_task_factory(None)
+
     def join(self, timeout: float | None = None) -> bool:
         """Block until the thread ended (or ``timeout``); True iff it has."""
         if self._never_ran:

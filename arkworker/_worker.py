@@ -193,6 +193,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         try:
             self._transport.start(port._begin, port.close, self._thread_ended)
         except RuntimeError as exc:  # no thread: nothing started, so nothing is left to track
+            _limits.release(self._transport)
             _hostloop.untrack(self._loop, self)
             if self._parent is not None:
                 self._parent._children.pop(self, None)
@@ -598,6 +599,8 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
 
     def _on_exited(self, exited: proto.Exited) -> None:
         self._transport.join()  # sending Exited was the thread's last act: this returns at once
+        self._transport.unhook()
+        _limits.release(self._transport)
         self._state = _TERMINATED
         if exited.crash is not None:
             self._errors += 1

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import inspect
 import threading
+import weakref
 
 import pytest
 from support import drain, failing, wait_thread
@@ -476,3 +478,29 @@ async def test_awaiting_the_exit_inside_an_async_host_callback_returns(how):
     assert codes == [0]
     assert exits == [0]
     assert w.state is WorkerState.TERMINATED
+
+
+@pytest.mark.parametrize("loop_factory", [None, "uvloop"])
+async def test_an_ended_worker_is_freed_without_the_garbage_collector(loop_factory):
+    """Once a worker has exited, dropping its handle frees the handle and the worker's port at once, even though the script's handlers close over the port: starting many workers leaves no garbage cycles for the collector."""
+    ports: list[weakref.ref[object]] = []
+
+    def script(port):
+        ports.append(weakref.ref(port))
+        port.on("message", lambda e: port.post_message(e.data))  # closes over the port, as scripts do
+        echo(port)
+
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        w = ThreadWorker(script, loop_factory=loop_factory)
+        assert await asyncio.wait_for(w.request("hi"), TIMEOUT) == "hi"
+        assert await asyncio.wait_for(w.terminate(), TIMEOUT) == 0
+        handle = weakref.ref(w)
+        del w
+        assert handle() is None, gc.get_referrers(handle())
+        assert ports[0]() is None
+    finally:
+        if was_enabled:
+            gc.enable()
