@@ -239,7 +239,12 @@ class ThreadWorkerGlobalScope(EventTarget):
         # errors, as ArkTS sends timer exceptions to onAllErrors.
         exc = context.get("exception")
         if isinstance(exc, Exception):
-            self._handler_error(exc)
+            try:
+                self._handler_error(exc)
+            except (SystemExit, KeyboardInterrupt):
+                raise  # asyncio lets these out of the loop: the thread's crash
+            except BaseException as abort:  # noqa: BLE001 - the worker's onerror raised one: the crash
+                self._die(abort)
         elif exc is not None and not isinstance(exc, asyncio.CancelledError):
             self._die(exc)  # neither an error nor a cancellation escaped a callback: an abort, say
         else:

@@ -761,7 +761,9 @@ class Abort(BaseException):
     """Neither an Exception nor SystemExit, as a test runner's skip or failure is."""
 
 
-@pytest.mark.parametrize("where", ["top-level", "first-handler", "handler", "onerror-at-exit"])
+@pytest.mark.parametrize(
+    "where", ["top-level", "first-handler", "handler", "onerror-at-exit", "onerror-for-a-callback"]
+)
 async def test_a_base_exception_ends_the_worker_as_its_crash(loop_errors, where):
     """A BaseException that is neither an error nor SystemExit, raised by the top level, by a handler (the first run of the inbox or a later one) or by the worker's onerror during the exit, ends the worker with exit code 1 and is reported once, and its thread ends."""
     loop = asyncio.get_running_loop()
@@ -780,14 +782,20 @@ async def test_a_base_exception_ends_the_worker_as_its_crash(loop_errors, where)
             except asyncio.CancelledError:
                 raise ValueError("a task failed as the exit cancelled it") from None
 
+        def on_error(e: Any) -> None:
+            raise Abort("onerror")
+
+        def fails() -> None:
+            raise ValueError("a plain callback failed")
+
         if where == "onerror-at-exit":
-
-            def on_error(e: Any) -> None:
-                raise Abort("onerror")
-
             port.onerror = on_error
             port.onmessage = lambda e: e.data
             asyncio.get_running_loop().create_task(fails_when_cancelled())
+        elif where == "onerror-for-a-callback":
+            port.onerror = on_error
+            port.onmessage = lambda e: e.data
+            asyncio.get_running_loop().call_soon(fails)  # its error reaches the loop's exception handler
         else:
             port.onmessage = on_message
         signal_host(loop, running)
