@@ -4,6 +4,9 @@ Pure functions, no threads and no loops. ``pack`` runs on the sender's thread an
 ``unpack`` runs on the receiver's thread and gives the receiver its own object.
 
 - Immutable builtins (and tuples and frozensets of them) cross as they are: nothing to copy.
+- A small flat ``dict`` or ``list`` (at most ``FLAT_ITEMS`` keys or items, each an immutable scalar, a
+  str or a bytes) is copied with ``.copy()``: its items need no copy, so this is what pickle would give,
+  and the receiver has nothing to rebuild.
 - Everything else is pickled (protocol 5), so the receiver can never mutate the sender's objects. Classes
   travel by reference, as pickle always does: both ends share one process.
 - A buffer listed in ``transfer`` crosses by reference without a copy; a transferred ``memoryview`` is
@@ -34,6 +37,8 @@ SMALL_KINDS: frozenset[type] = frozenset({type(None), bool, float, int})
 SMALL_SIZE = 32
 INT_MIN, INT_MAX = -(2**63), 2**63  # the range of small ints
 _MUTABLE: frozenset[type] = frozenset({dict, list, set, bytearray})  # the common messages that need a copy
+FLAT_ITEMS = 8  # the most keys or items a flat dict or list may hold to be copied without pickle
+_FIXED_SIZE: frozenset[type] = frozenset({type(None), bool, int, float})  # int: a small one
 NO_TRANSFER: tuple[()] = ()
 """The default ``transfer``: nothing moves. Any other value is checked, ``None`` and ``[]`` included."""
 
@@ -157,6 +162,10 @@ def pack(data: object, transfer: Sequence[object], *, share: bool, max_size: int
         kind = type(data)
         if kind in SMALL_KINDS and (kind is not int or INT_MIN < data < INT_MAX) and max_size >= SMALL_SIZE:  # type: ignore[operator]
             return data
+        if (kind is dict or kind is list) and len(data) <= FLAT_ITEMS:  # type: ignore[arg-type]
+            copy = _flat_copy(data, max_size)  # type: ignore[arg-type]
+            if copy is not None:
+                return copy
         size = -1 if kind in _MUTABLE else immutable_size(data)
         if 0 <= size <= max_size:
             return data
@@ -192,6 +201,20 @@ def pack(data: object, transfer: Sequence[object], *, share: bool, max_size: int
             if isinstance(item, memoryview):
                 item.release()
     return packed
+
+
+def _flat_copy(data: dict[Any, Any] | list[Any], max_size: int) -> object:
+    """A copy of ``data`` if every key and item is None, a bool, a small int, a float, a str or a bytes,
+    and an upper bound of its pickled size fits ``max_size``; else None (then pickle decides)."""
+    items = (*data, *data.values()) if type(data) is dict else data
+    size = _OVERHEAD + 10 * len(items)  # opcode, length and memo of each item: at most 10 bytes
+    for item in items:
+        kind = type(item)
+        if kind is str or kind is bytes:
+            size += 4 * len(item)  # 4 UTF-8 bytes a character at most
+        elif kind not in _FIXED_SIZE or (kind is int and not INT_MIN < item < INT_MAX):
+            return None
+    return data.copy() if size <= max_size else None
 
 
 def _pickle_with_transfer(data: object, transfer: list[object]) -> tuple[bytes, list[object]]:

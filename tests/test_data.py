@@ -133,6 +133,72 @@ async def test_host_mutating_received_object_leaves_worker_object_unchanged():
     assert state == {"items": [1, 2, "after-post"]}
 
 
+FLAT = {
+    "dict": lambda: {"id": 42, "op": "get", "key": "user:42", "ok": True, "ratio": 0.5, "none": None},
+    "list": lambda: [1, "two", b"three", 4.0, None, False],
+    "dict-with-int-keys": lambda: {1: "a", 2: "b"},
+}
+
+
+@pytest.mark.parametrize("make", FLAT.values(), ids=FLAT.keys())
+async def test_a_small_flat_message_is_a_copy_both_ways(make):
+    """A small dict or list of scalars and strings (copied without pickle) is still a copy each way."""
+    kept: list = []
+
+    def setup(port):
+        def on_message(e):
+            kept.append(e.data)
+            return e.data
+
+        port.onmessage = on_message
+
+    original = make()
+    async with ThreadWorker(setup) as w:
+        answer = await w.request(original)
+        assert answer == original == make()
+        assert answer is not original
+        assert kept[0] is not original
+        assert answer is not kept[0]
+        answer.clear()  # the host's copy is its own
+        kept[0].clear()  # and so is the worker's
+    assert original == make()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"text": "é" * 100, "n": 1},
+        ["y" * 300, 2**70],
+        {"blob": b"x" * 300, "big": -(2**3000)},
+    ],
+    ids=["dict-2-byte-str", "list-big-int", "dict-bytes-huge-int"],
+)
+async def test_max_message_size_is_exact_for_small_flat_messages(data):
+    """A flat message passes at exactly its pickled size and is refused one byte below it."""
+    size = len(pickle.dumps(data, protocol=5))
+    async with ThreadWorker(echo, max_message_size=size - 1) as w:
+        with pytest.raises(SerializationError):
+            w.post_message(data)
+    async with ThreadWorker(echo, max_message_size=size) as w:
+        assert await w.request(data) == data
+
+
+class Tagged(dict):
+    """A dict subclass: not a flat message, so it is pickled and keeps its class."""
+
+
+async def test_a_dict_subclass_or_nested_dict_is_still_pickled_whole():
+    """Only exact dicts and lists of scalars skip pickle: a subclass keeps its class, a nested list is copied."""
+    nested = {"items": [1, 2]}
+    async with ThreadWorker(echo) as w:
+        tagged = await w.request(Tagged(a=1))
+        copy = await w.request(nested)
+    assert type(tagged) is Tagged
+    assert tagged == {"a": 1}
+    assert copy == nested
+    assert copy["items"] is not nested["items"]
+
+
 # -- classes ------------------------------------------------------------------------------------------
 
 
