@@ -424,7 +424,7 @@ class ThreadWorkerGlobalScope(EventTarget):
             and self._buffer.settled()
             and not self._children
             and not self._internal
-            and all(task.done() for task in self._tasks)
+            and (not self._tasks or all(task.done() for task in self._tasks))
             and loop_is_clean(self._loop)
         )
 

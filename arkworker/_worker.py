@@ -250,13 +250,13 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         :raises SerializationError: if ``data`` cannot be copied or is too large (after ``onmessageerror``).
         """
         kind = type(data)
-        if (
+        if (  # _payload()'s first test, inlined: this is every post's path
             kind in self._small_kinds
             and (kind is not int or INT_MIN < data < INT_MAX)  # type: ignore[operator]
             and transfer is NO_TRANSFER
             and self._state < _TERMINATING
         ):
-            return self._inbox.send(data)  # the hot path: nothing to copy, surely below the size limit
+            return self._inbox.send(data)
         return self._post(data, transfer, share=False)
 
     def post_message_with_shared_sendable(
@@ -270,6 +270,14 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         return self._inbox.send(payload)
 
     def _payload(self, data: object, transfer: object, share: bool) -> object:
+        kind = type(data)
+        if (
+            kind in self._small_kinds
+            and (kind is not int or INT_MIN < data < INT_MAX)  # type: ignore[operator]
+            and transfer is NO_TRANSFER
+            and self._state < _TERMINATING
+        ):
+            return data  # nothing to copy, surely below the size limit
         if self._state >= _TERMINATING:
             raise WorkerNotRunningError(
                 f"worker {self._label} is {self._state.name.lower()}: it takes no more messages"
