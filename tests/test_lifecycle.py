@@ -128,6 +128,26 @@ async def test_terminate_drains_queued_input_and_delivers_worker_posts():
     assert w.statistics().discarded == 0
 
 
+@pytest.mark.parametrize("loop_factory", [None, "uvloop"])
+async def test_a_callback_the_last_handler_schedules_still_runs_before_the_exit(loop_factory):
+    """A handler that schedules a callback on the worker's loop, followed at once by the terminate item: the
+    callback runs before the loop stops, and what it posts reaches the host."""
+    delivered: list[object] = []
+
+    def setup(port):
+        def later(data):
+            port.post_message(("later", data))
+
+        port.onmessage = lambda e: asyncio.get_running_loop().call_soon(later, e.data)
+
+    w = ThreadWorker(setup, loop_factory=loop_factory)
+    w.onmessage = lambda e: delivered.append(e.data)
+    for i in range(3):
+        w.post_message(i)
+    assert await asyncio.wait_for(w.terminate(), TIMEOUT) == 0
+    assert delivered == [("later", i) for i in range(3)]
+
+
 async def test_worker_close_discards_queued_input_and_reports_count():
     """Worker-side close() stops after the current handler; queued input is discarded and counted in statistics().discarded."""
     entered = threading.Event()
