@@ -259,12 +259,16 @@ class ThreadWorkerGlobalScope(EventTarget):
     # -- handling the inbox -------------------------------------------------------------------------
 
     def _pump(self) -> None:
+        # Only this pump's own calls set _busy (a handler's task that holds the inbox, which pumps
+        # again when done), so it is tested here and after them, not before every message.
+        if self._busy is not None:
+            return
         inbox = self._inbox
         items, take = inbox.items, inbox.items.popleft
         handled = 0  # messages handled to completion in this run, marked done together at the end
         answered = False  # a request was answered quietly: wake the host before anything else
         try:
-            while self._busy is None and self._state is _RUNNING:
+            while self._state is _RUNNING:
                 if not items and not inbox.rearm():
                     return
                 item = take()
@@ -278,6 +282,8 @@ class ThreadWorkerGlobalScope(EventTarget):
                         answered = True
                     else:
                         handled += self._dispatch(item)
+                    if self._busy is not None:
+                        return
                     continue
                 # The hot path: a message passed as it is, to the one message callback.
                 event = _bare(MessageEvent)  # MessageEvent(item), without an __init__ call
@@ -291,6 +297,7 @@ class ThreadWorkerGlobalScope(EventTarget):
                     handled += 1
                 else:
                     self._await_handlers(await_in_order(result, (), None, self._handler_error))
+                    return
         finally:
             if handled:
                 inbox.mark_done(handled)
