@@ -8,7 +8,10 @@ run.py times arkworker side by side with the floors; this takes the time apart, 
 - throughput: the host's cost per ``await post_message(i)`` while the worker's thread is parked, then the
   worker's cost per message (bench B's handler) while the host only waits;
 - round trip: Python function calls per round trip on each thread (cProfile), arkworker and the floor;
-- start-up: the host's time in ``ThreadWorker(...)`` against the floor's ``start()``.
+- start-up: the host's time in ``ThreadWorker(...)`` against the floor's ``start()``;
+- Python bytecodes executed on both threads per message, per round trip and per lifecycle, arkworker
+  against the design limits (``floor-onmessage``, ``floor-request``): a count, so it does not move with
+  the machine's noise.
 """
 
 from __future__ import annotations
@@ -18,10 +21,13 @@ import cProfile
 import pstats
 import statistics
 import sys
+import threading
 import time
+from collections.abc import Awaitable, Callable
+from types import FrameType
 from typing import Any
 
-from contenders import END, PARK, PARKED, Ark, Floor, _ark_worker
+from contenders import END, PARK, PARKED, Ark, Floor, FloorOnmessage, FloorRequest, _ark_worker
 
 import arkworker
 
@@ -30,6 +36,13 @@ N = 20_000 if QUICK else 200_000  # messages per throughput block
 REPS = 2 if QUICK else 7
 ROUND_TRIPS = 2_000 if QUICK else 20_000  # profiled round trips
 LIFECYCLES = 30 if QUICK else 300
+# How many of each unit the bytecode count runs, and the design limit it is compared with.
+COUNTED = (
+    {"message": 20_000, "round trip": 300, "lifecycle": 100}
+    if not QUICK
+    else dict.fromkeys(("message", "round trip", "lifecycle"), 5)
+)
+LIMITS = {"message": FloorOnmessage, "round trip": FloorRequest, "lifecycle": FloorRequest}
 
 
 async def throughput_apart() -> tuple[float, float]:
@@ -94,6 +107,75 @@ async def construction(k: int = LIFECYCLES) -> tuple[float, float]:
     return statistics.median(ark) / 1000, statistics.median(floor) / 1000
 
 
+class _Bytecodes:
+    """Counts the bytecodes that every thread started after ``install()`` executes while ``on``."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.count = 0
+
+    def _trace(self, frame: FrameType, event: str, arg: object) -> Callable[..., Any]:
+        frame.f_trace_opcodes = True
+        return self._opcode
+
+    def _opcode(self, frame: FrameType, event: str, arg: object) -> Callable[..., Any]:
+        if self.on and event == "opcode":
+            self.count += 1  # under the GIL: both threads add to it safely
+        return self._opcode
+
+    def install(self) -> None:
+        sys.settrace(self._trace)
+        threading.settrace(self._trace)
+
+    def remove(self) -> None:
+        sys.settrace(None)
+        threading.settrace(None)
+
+
+async def bytecodes_per(contender: type[Any], unit: str) -> float:
+    """Python bytecodes run on both threads per ``unit``: a message (scenario B's stream), a round trip
+    (A), or a whole lifecycle (C). The contender's own thread is started after the counter is installed."""
+    n = COUNTED[unit]
+    counter = _Bytecodes()
+    counter.install()
+    try:
+
+        async def counted(step: Callable[[], Awaitable[Any]]) -> None:
+            await step()  # once untimed: first calls differ
+            counter.on = True
+            await step()
+            counter.on = False
+
+        if unit == "lifecycle":
+
+            async def lifecycles() -> None:
+                for _ in range(n):
+                    c = contender()
+                    await c.start()
+                    await c.roundtrip_once(1)
+                    await c.stop()
+
+            await counted(lifecycles)
+            return counter.count / n
+        c = contender()
+        await c.start()
+        try:
+            if unit == "message":
+                await counted(lambda: c.stream(n))
+            else:
+
+                async def round_trips() -> None:
+                    for i in range(n):
+                        await c.roundtrip(i)
+
+                await counted(round_trips)
+        finally:
+            await c.stop()
+        return counter.count / n
+    finally:
+        counter.remove()
+
+
 async def main() -> None:
     host, worker = await throughput_apart()
     both = host + worker
@@ -104,6 +186,9 @@ async def main() -> None:
           f"floor {floor_calls[0]:.0f} / {floor_calls[1]:.0f}")  # fmt: skip
     ark_us, floor_us = await construction()
     print(f"start: ThreadWorker(...) {ark_us:.0f} µs, the floor's start() {floor_us:.0f} µs")
+    for unit, limit in LIMITS.items():
+        ark, least = await bytecodes_per(Ark, unit), await bytecodes_per(limit, unit)
+        print(f"bytecodes per {unit} (both threads): arkworker {ark:.0f}, {limit.key} {least:.0f}")
 
 
 if __name__ == "__main__":

@@ -61,5 +61,12 @@ def test_apart_quick_run_prints_each_figure() -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    for line in ("throughput, apart: host", "calls per round trip", "start: ThreadWorker(...)"):
+    for line in (
+        "throughput, apart: host",
+        "calls per round trip",
+        "start: ThreadWorker(...)",
+        "bytecodes per message",
+        "bytecodes per round trip",
+        "bytecodes per lifecycle",
+    ):
         assert line in proc.stdout
