@@ -418,9 +418,8 @@ class ThreadWorkerGlobalScope(EventTarget):
             self._loop.create_task(self._clean_up())
 
     def _end_if_settled(self) -> None:
-        # A pass after the terminate item, as run_until_complete() stops a pass after its future is done.
         if self._settled():
-            self._stop()  # this is the last pass
+            self._end()
         else:  # the callbacks of the last pass left something to wait for
             self._loop.create_task(self._clean_up())
 
@@ -457,11 +456,11 @@ class ThreadWorkerGlobalScope(EventTarget):
             self._end()
 
     def _end(self) -> None:
+        _ports.pop(threading.get_ident(), None)
         # A pass later, as run_until_complete() does: what the last step scheduled still runs.
         self._loop.call_soon(self._stop)
 
     def _stop(self) -> None:
-        _ports.pop(threading.get_ident(), None)
         self._forget_callbacks()
         self._transport.end()
 

@@ -128,17 +128,30 @@ async def test_terminate_drains_queued_input_and_delivers_worker_posts():
     assert w.statistics().discarded == 0
 
 
+def _post_later(port, data):
+    asyncio.get_running_loop().call_soon(port.post_message, ("later", data))
+
+
+def _post_two_callbacks_later(port, data):
+    asyncio.get_running_loop().call_soon(_post_later, port, data)
+
+
+def _post_from_a_future_callback(port, data):
+    future = asyncio.get_running_loop().create_future()
+    future.add_done_callback(lambda f: port.post_message(("later", f.result())))
+    asyncio.get_running_loop().call_soon(future.set_result, data)
+
+
 @pytest.mark.parametrize("loop_factory", [None, "uvloop"])
-async def test_a_callback_the_last_handler_schedules_still_runs_before_the_exit(loop_factory):
-    """A handler that schedules a callback on the worker's loop, followed at once by the terminate item: the
-    callback runs before the loop stops, and what it posts reaches the host."""
+@pytest.mark.parametrize("schedule", [_post_later, _post_two_callbacks_later, _post_from_a_future_callback])
+async def test_callbacks_the_last_handler_schedules_still_run_before_the_exit(loop_factory, schedule):
+    """A handler that schedules a callback on the worker's loop (or a callback that schedules another, or a
+    future's done callback), followed at once by the terminate item: they run before the loop stops, and
+    what they post reaches the host."""
     delivered: list[object] = []
 
     def setup(port):
-        def later(data):
-            port.post_message(("later", data))
-
-        port.onmessage = lambda e: asyncio.get_running_loop().call_soon(later, e.data)
+        port.onmessage = lambda e: schedule(port, e.data)
 
     w = ThreadWorker(setup, loop_factory=loop_factory)
     w.onmessage = lambda e: delivered.append(e.data)
