@@ -39,6 +39,7 @@ INT_MIN, INT_MAX = -(2**63), 2**63  # the range of small ints
 _MUTABLE: frozenset[type] = frozenset({dict, list, set, bytearray})  # the common messages that need a copy
 FLAT_ITEMS = 8  # the most keys or items a flat dict or list may hold to be copied without pickle
 _FIXED_SIZE: frozenset[type] = frozenset({type(None), bool, int, float})  # int: a small one
+_FRAME_SIZE = 64 * 1024  # pickle (protocol 5) frames its output by this much; smaller fits one frame
 NO_TRANSFER: tuple[()] = ()
 """The default ``transfer``: nothing moves. Any other value is checked, ``None`` and ``[]`` included."""
 
@@ -205,7 +206,8 @@ def pack(data: object, transfer: Sequence[object], *, share: bool, max_size: int
 
 def _flat_copy(data: dict[Any, Any] | list[Any], max_size: int) -> object:
     """A copy of ``data`` if every key and item is None, a bool, a small int, a float, a str or a bytes,
-    and an upper bound of its pickled size fits ``max_size``; else None (then pickle decides)."""
+    and an upper bound of its pickled size fits ``max_size`` and one pickle frame; else None (then pickle
+    decides)."""
     items = (*data, *data.values()) if type(data) is dict else data
     size = _OVERHEAD + 10 * len(items)  # opcode, length and memo of each item: at most 10 bytes
     for item in items:
@@ -214,7 +216,8 @@ def _flat_copy(data: dict[Any, Any] | list[Any], max_size: int) -> object:
             size += 4 * len(item)  # 4 UTF-8 bytes a character at most
         elif kind not in _FIXED_SIZE or (kind is int and not INT_MIN < item < INT_MAX):
             return None
-    return data.copy() if size <= max_size else None
+    # Past one frame, pickle adds a frame header (9 bytes) after each large item: not counted above.
+    return data.copy() if size <= max_size and size < _FRAME_SIZE else None
 
 
 def _pickle_with_transfer(data: object, transfer: list[object]) -> tuple[bytes, list[object]]:

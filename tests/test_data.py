@@ -386,10 +386,12 @@ async def test_oversized_int_raises_serialization_error_and_small_ints_pass(big)
         {"text": "é" * 100, "n": 1},
         ["y" * 300, 2**70],
         {"blob": b"x" * 300, "big": -(2**3000)},
+        # Strings of 64 KiB of 4-byte characters make pickle open new frames; ints of 2**62 take 10 bytes.
+        [2**62, "\U0001f600" * 16384, 2**62, "\U0001f601" * 16384, 2**62, "\U0001f602" * 16384, 2**62, 2**62],
     ],
     ids=[
         *("bytes", "str", "str-2-byte", "int", "negative-int", "complex", "tuple", "frozenset"),
-        *("flat-dict-2-byte-str", "flat-list-big-int", "flat-dict-huge-int"),
+        *("flat-dict-2-byte-str", "flat-list-big-int", "flat-dict-huge-int", "flat-list-over-a-frame"),
     ],
 )
 async def test_max_message_size_is_exact_for_messages_not_pickled(data):
