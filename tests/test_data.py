@@ -6,6 +6,7 @@ import array
 import asyncio
 import contextlib
 import pickle
+import random
 import threading
 from collections.abc import Iterator
 
@@ -403,6 +404,41 @@ async def test_max_message_size_is_exact_for_messages_not_pickled(data):
             w.post_message(data)
     async with ThreadWorker(echo, max_message_size=size) as w:
         assert await w.request(data) == data
+
+
+def random_flat(rng: random.Random) -> dict | list:
+    """A small flat dict or list, the kind copied without pickle, with items whose pickled size is hardest to
+    bound: strings of 1- to 4-byte characters and lone surrogates, some over 64 KiB, ints of 10 bytes."""
+
+    def item() -> object:
+        kind = rng.randrange(6)
+        if kind < 2:  # four UTF-8 bytes a character, as many as the bound allows: its worst case
+            return "\U0001f600" * rng.choice([rng.randrange(40), rng.randrange(16_300, 16_500)])
+        if kind == 2:
+            return "".join(rng.choice("aé€\U0001f600\ud800") for _ in range(rng.randrange(40)))
+        if kind == 3:
+            return bytes(rng.choice([rng.randrange(40), rng.randrange(65_000, 66_000)]))
+        if kind == 4:  # 10 bytes pickled, as many as the bound allows
+            return rng.choice([2**62, 2**63 - 1, -(2**63) + 1])
+        return rng.choice([None, True, 1.5, 0, 255, 2**31])
+
+    n = rng.randrange(9)
+    if rng.random() < 0.5:
+        return [item() for _ in range(n)]
+    return {rng.randrange(1000): item() for _ in range(n)}
+
+
+async def test_max_message_size_is_exact_for_random_flat_messages():
+    """Random flat messages (seeded): each passes at exactly its pickled size and is refused one byte below."""
+    rng = random.Random(1125)
+    for _ in range(60):
+        data = random_flat(rng)
+        size = len(pickle.dumps(data, protocol=5))
+        async with ThreadWorker(echo, max_message_size=size - 1) as w:
+            with pytest.raises(SerializationError):
+                w.post_message(data)
+        async with ThreadWorker(echo, max_message_size=size) as w:
+            await w.post_message(data)
 
 
 async def test_tiny_max_message_size_measures_even_scalars():
