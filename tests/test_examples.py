@@ -200,3 +200,14 @@ def test_inline_doc_samples_compile(page: str) -> None:
     """Python samples written inline in a docs page (not included from examples/) are valid Python."""
     for block in _python_blocks((DOCS / page).read_text()):
         compile(block, page, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
+
+
+@pytest.mark.parametrize("page", sorted(str(p.relative_to(DOCS)) for p in DOCS.rglob("*.md")))
+def test_files_included_in_docs_pages_exist(page: str) -> None:
+    """Every file a docs page includes (``--8<-- "path"``) exists; a mangled include line would otherwise
+    compile as Python and show up in the page as text."""
+    for line in (DOCS / page).read_text().splitlines():
+        if line.lstrip().startswith("--8"):
+            include = re.fullmatch(r'\s*--8<-- "([^"]+)"', line)
+            assert include is not None, f"{page}: not an include line: {line!r}"
+            assert (ROOT / include[1]).is_file(), f"{page}: includes {include[1]}, which does not exist"
