@@ -208,6 +208,8 @@ def _flat_copy(data: dict[Any, Any] | list[Any], max_size: int) -> object:
     """A copy of ``data`` if every key and item is None, a bool, a small int, a float, a str or a bytes,
     and an upper bound of its pickled size fits ``max_size`` and one pickle frame; else None (then pickle
     decides)."""
+    # immutable_size()'s bounds for one level, inlined and tightened: a call per item would cost about
+    # what the pickle and unpickle it saves cost.
     items = (*data, *data.values()) if type(data) is dict else data
     size = _OVERHEAD + 10 * len(items)  # opcode, length and memo of each item: at most 10 bytes
     for item in items:

@@ -10,8 +10,8 @@ run.py times arkworker side by side with the floors; this takes the time apart, 
 - round trip: Python function calls per round trip on each thread (cProfile), arkworker and the floor;
 - start-up: the host's time in ``ThreadWorker(...)`` against the floor's ``start()``;
 - Python bytecodes executed on both threads per message, per round trip and per lifecycle, arkworker
-  against the design limits (``floor-onmessage``, ``floor-request``): a count, so it does not move with
-  the machine's noise.
+  against the design limits (``floor-onmessage``, ``floor-request``): a count, which moves by a few
+  percent between runs (how many loop passes a wake-up takes depends on timing), far less than a time.
 """
 
 from __future__ import annotations
