@@ -6,6 +6,7 @@ and keep the ``Channel`` contract:
 
 - ``put`` never blocks and keeps FIFO order; the receiver is woken at most once per batch: a wake-up is
   scheduled only when none is pending, and the receiver re-arms it only when it finds the channel empty.
+  A worker's inbox is drained by the worker loop's first callback, so what is put before wakes no one.
 - ``depth`` counts items put and not yet marked ``done`` by the receiver; ``wait_for_space`` lets the
   sender wait while it is above the limit. Waiting senders are released once the depth is down to half
   the limit, so a sender at the limit costs one wake-up per half-inbox, not one per message.
@@ -57,7 +58,12 @@ class Channel:
     """One direction of traffic between a sender thread and the receiver's event loop."""
 
     def __init__(
-        self, receiver: asyncio.AbstractEventLoop, sender: asyncio.AbstractEventLoop, limit: int
+        self,
+        receiver: asyncio.AbstractEventLoop,
+        sender: asyncio.AbstractEventLoop,
+        limit: int,
+        *,
+        drained_first: bool = False,
     ) -> None:
         self._receiver = receiver
         self._sender = sender
@@ -67,8 +73,9 @@ class Channel:
         self.items: collections.deque[object] = collections.deque()
         # Receiver: truthy while urgent items wait (take them with take_urgent). Rare and short: a list.
         self.urgent: list[object] = []
-        # True iff a wake-up is scheduled or the receiver is still working through the items.
-        self._wake_pending = False
+        # True iff a wake-up is scheduled or the receiver is still working through the items. A receiver
+        # that drains the channel in its first callback (``drained_first``) is as good as woken already.
+        self._wake_pending = drained_first
         self.sent = 0  # written by the sender only
         self.done_count = 0  # written by the receiver only
         self._space_wanted = False
@@ -273,7 +280,7 @@ class WorkerThread:
         limit: int,
     ) -> None:
         self.loop = loop_factory()
-        self.inbox = Channel(receiver=self.loop, sender=host_loop, limit=limit)
+        self.inbox = Channel(receiver=self.loop, sender=host_loop, limit=limit, drained_first=True)
         self.outbox = Channel(receiver=host_loop, sender=self.loop, limit=limit)
         self._os_name = _kernel_thread_name(os_name)
         self._priority = priority
@@ -291,6 +298,8 @@ class WorkerThread:
         on_end: Callable[[BaseException | None], None],
     ) -> None:
         """Run the new thread's loop: ``begin()`` is its first callback, and it runs until ``end()``.
+
+        ``begin()`` must drain the inbox: what is put before it runs wakes no one.
 
         ``on_end(crash)`` is the thread's very last call. If an exception such as ``SystemExit`` escapes a
         callback and stops the loop before ``end()``, it is the crash: ``wrap_up()`` is called on the worker

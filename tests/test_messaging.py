@@ -116,6 +116,32 @@ async def test_messages_posted_before_top_level_finished_are_delivered_after_it(
         assert await take(w, 3) == [("late handler", "a"), ("late handler", "b"), ("late handler", "c")]
 
 
+async def test_messages_posted_before_the_worker_began_do_not_wake_its_loop():
+    """The worker loop's first callback takes what was posted before it ran: those posts schedule nothing
+    on that loop, and every one of them is handled."""
+    entered = threading.Event()
+    release = threading.Event()
+    scheduled: list[object] = []
+
+    class RecordingLoop(asyncio.SelectorEventLoop):
+        def call_soon_threadsafe(self, callback, *args, context=None):
+            scheduled.append(callback)
+            return super().call_soon_threadsafe(callback, *args, context=context)
+
+    def setup(port):
+        entered.set()
+        release.wait(TIMEOUT)
+        port.onmessage = lambda e: port.post_message(e.data)
+
+    async with ThreadWorker(setup, loop_factory=RecordingLoop) as w:
+        assert await wait_thread(entered)
+        for i in range(3):
+            w.post_message(i)
+        assert scheduled == []
+        release.set()
+        assert await take(w, 3) == [0, 1, 2]
+
+
 async def test_messages_buffered_without_handler_then_read_through_messages():
     """With no host handler set, worker messages are buffered (none dropped) and read in order via messages()."""
 
