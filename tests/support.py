@@ -10,6 +10,16 @@ from arkworker import ThreadWorker
 TIMEOUT = 5
 
 
+def echo(port):
+    """Worker callable: post every message straight back."""
+    port.onmessage = lambda e: port.post_message(e.data)
+
+
+def answer(port):
+    """Worker callable: answer every request with the message itself."""
+    port.onmessage = lambda e: e.data
+
+
 def failing(port):
     """Worker callable: "boom" raises ValueError("bad input"); anything else is answered with "pong"."""
 

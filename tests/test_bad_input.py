@@ -9,6 +9,7 @@ import sys
 import threading
 
 import pytest
+from support import answer
 
 from arkworker import (
     Event,
@@ -22,13 +23,9 @@ from arkworker import (
 )
 
 
-def echo(port):
-    port.onmessage = lambda e: e.data
-
-
 async def test_event_type_must_be_a_str():
     """`on`, `once`, `off` and `Event` refuse an event type that is not a str, and listeners keep working."""
-    async with ThreadWorker(echo) as w:
+    async with ThreadWorker(answer) as w:
         for call in (
             lambda: w.on(42, print),
             lambda: w.once(42, print),
@@ -46,7 +43,7 @@ async def test_event_type_must_be_a_str():
 
 async def test_dispatch_event_needs_an_event():
     """`dispatch_event` of something that is not an Event raises ParameterError."""
-    async with ThreadWorker(echo) as w:
+    async with ThreadWorker(answer) as w:
         with pytest.raises(ParameterError, match="needs an Event"):
             w.dispatch_event("message")
 
@@ -54,7 +51,7 @@ async def test_dispatch_event_needs_an_event():
 @pytest.mark.parametrize("timeout", ["1", -1, True])
 async def test_request_timeout_of_a_wrong_type_or_value(timeout):
     """A request timeout that is not a number of seconds >= 0 raises ParameterError, and nothing is sent."""
-    async with ThreadWorker(echo) as w:
+    async with ThreadWorker(answer) as w:
         with pytest.raises(ParameterError, match="timeout"):
             await w.request(1, timeout=timeout)
         assert w.statistics().requests == 0
@@ -127,7 +124,7 @@ async def test_global_call_method_returning_a_coroutine():
 async def test_priority_must_be_a_member_of_the_enum(priority):
     """A priority that is not a ThreadWorkerPriority member, even its int value, raises ParameterError."""
     with pytest.raises(ParameterError, match="priority must be a ThreadWorkerPriority"):
-        ThreadWorker(echo, priority=priority)
+        ThreadWorker(answer, priority=priority)
 
 
 @pytest.mark.parametrize("module", ["sys", "_json"])
@@ -160,7 +157,7 @@ async def test_uvloop_missing(monkeypatch):
     """`loop_factory="uvloop"` without uvloop installed raises WorkerInitializationError saying so."""
     monkeypatch.setitem(sys.modules, "uvloop", None)  # makes `import uvloop` fail
     with pytest.raises(WorkerInitializationError, match="needs uvloop"):
-        ThreadWorker(echo, loop_factory="uvloop")
+        ThreadWorker(answer, loop_factory="uvloop")
 
 
 async def test_worker_onerror_that_raises_is_logged(caplog):

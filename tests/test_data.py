@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from support import answer
 
 import arkworker
 from arkworker import ErrorEvent, ParameterError, SerializationError, ThreadWorker
@@ -33,11 +34,6 @@ class Counter:
 
     def __init__(self) -> None:
         self.value = 0
-
-
-def echo(port):
-    """Worker script: every request is answered with the message itself."""
-    port.onmessage = lambda e: e.data
 
 
 def recorder(received: list, on_data=None):
@@ -172,7 +168,7 @@ class Tagged(dict):
 async def test_a_dict_subclass_or_nested_dict_is_still_pickled_whole():
     """Only exact dicts and lists of scalars skip pickle: a subclass keeps its class, a nested list is copied."""
     nested = {"items": [1, 2]}
-    async with ThreadWorker(echo) as w:
+    async with ThreadWorker(answer) as w:
         tagged = await w.request(Tagged(a=1))
         copy = await w.request(nested)
     assert type(tagged) is Tagged
@@ -238,7 +234,7 @@ async def test_instance_of_class_defined_in_worker_script_reaches_host(scripts):
 )
 async def test_immutable_builtins_arrive_equal(value):
     """Immutable builtins and tuples/frozensets of them arrive equal and of the same type."""
-    async with ThreadWorker(echo) as w:
+    async with ThreadWorker(answer) as w:
         out = await w.request(value)
     assert out == value
     assert type(out) is type(value)
@@ -290,7 +286,7 @@ async def test_uncopyable_message_raises_after_onmessageerror_and_worker_keeps_r
     events: list = []
     listened: list = []
 
-    async with ThreadWorker(echo) as w:
+    async with ThreadWorker(answer) as w:
 
         def on_message_error(event):
             events.append(event)
@@ -311,7 +307,7 @@ async def test_uncopyable_message_raises_after_onmessageerror_and_worker_keeps_r
 async def test_uncopyable_message_with_shared_sendable_raises_too():
     """post_message_with_shared_sendable raises SerializationError for an uncopyable message as well."""
     events: list = []
-    async with ThreadWorker(echo) as w:
+    async with ThreadWorker(answer) as w:
         w.onmessageerror = events.append
         with pytest.raises(SerializationError):
             w.post_message_with_shared_sendable({"c": Counter(), "f": lambda: 0})
@@ -328,7 +324,7 @@ async def test_raising_onmessageerror_goes_to_loop_handler_and_error_still_raise
         raise boom
 
     with captured_loop_exceptions() as contexts:
-        async with ThreadWorker(echo) as w:
+        async with ThreadWorker(answer) as w:
             w.onmessageerror = bad_handler
             with pytest.raises(SerializationError):
                 w.post_message(lambda: 0)
@@ -340,7 +336,7 @@ async def test_raising_onmessageerror_goes_to_loop_handler_and_error_still_raise
 async def test_message_over_max_message_size_raises_serialization_error():
     """A message whose pickled size exceeds max_message_size raises SerializationError after onmessageerror."""
     events: list = []
-    async with ThreadWorker(echo, max_message_size=1000) as w:
+    async with ThreadWorker(answer, max_message_size=1000) as w:
         w.onmessageerror = events.append
         with pytest.raises(SerializationError) as caught:
             w.post_message(list(range(1000)))
@@ -353,7 +349,7 @@ async def test_message_over_max_message_size_raises_serialization_error():
 async def test_oversized_immutable_message_raises_serialization_error(big):
     """A large bytes or str message whose pickled size exceeds max_message_size is rejected as well."""
     events: list = []
-    async with ThreadWorker(echo, max_message_size=1000) as w:
+    async with ThreadWorker(answer, max_message_size=1000) as w:
         w.onmessageerror = events.append
         with pytest.raises(SerializationError):
             w.post_message(big)
@@ -364,7 +360,7 @@ async def test_oversized_immutable_message_raises_serialization_error(big):
 @pytest.mark.parametrize("big", [10**3000, -(10**3000)], ids=["positive", "negative"])
 async def test_oversized_int_raises_serialization_error_and_small_ints_pass(big):
     """An int is small enough to pass unmeasured only below 2**63; a huge one is measured and refused."""
-    async with ThreadWorker(echo, max_message_size=1000) as w:
+    async with ThreadWorker(answer, max_message_size=1000) as w:
         with pytest.raises(SerializationError):
             w.post_message(big)
         with pytest.raises(SerializationError):
@@ -399,10 +395,10 @@ async def test_max_message_size_is_exact_for_messages_not_pickled(data):
     """A message that would cross without a pickle (immutable, or a small flat dict or list, copied) passes at
     exactly its pickled size and is refused one byte below it."""
     size = len(pickle.dumps(data, protocol=5))
-    async with ThreadWorker(echo, max_message_size=size - 1) as w:
+    async with ThreadWorker(answer, max_message_size=size - 1) as w:
         with pytest.raises(SerializationError):
             w.post_message(data)
-    async with ThreadWorker(echo, max_message_size=size) as w:
+    async with ThreadWorker(answer, max_message_size=size) as w:
         assert await w.request(data) == data
 
 
@@ -434,16 +430,16 @@ async def test_max_message_size_is_exact_for_random_flat_messages():
     for _ in range(60):
         data = random_flat(rng)
         size = len(pickle.dumps(data, protocol=5))
-        async with ThreadWorker(echo, max_message_size=size - 1) as w:
+        async with ThreadWorker(answer, max_message_size=size - 1) as w:
             with pytest.raises(SerializationError):
                 w.post_message(data)
-        async with ThreadWorker(echo, max_message_size=size) as w:
+        async with ThreadWorker(answer, max_message_size=size) as w:
             await w.post_message(data)
 
 
 async def test_tiny_max_message_size_measures_even_scalars():
     """With a max_message_size below 32 bytes, even a float is measured: 21 bytes pickled is refused."""
-    async with ThreadWorker(echo, max_message_size=8) as w:
+    async with ThreadWorker(answer, max_message_size=8) as w:
         with pytest.raises(SerializationError):
             w.post_message(1.5)
         assert await w.request(None) is None  # None pickles to 4 bytes
@@ -461,7 +457,7 @@ async def test_transferred_buffers_do_not_count_toward_max_message_size():
 
 async def test_host_serialization_error_does_not_make_exit_code_one():
     """A SerializationError raised to a host caller leaves the exit code at 0."""
-    w = ThreadWorker(echo)
+    w = ThreadWorker(answer)
     with pytest.raises(SerializationError):
         w.post_message(threading.Lock())
     assert await w.request(5) == 5
@@ -623,7 +619,7 @@ async def test_worker_transfer_to_host_is_the_same_memory():
 )
 async def test_transfer_of_non_buffers_raises_parameter_error(items):
     """transfer items that are not buffers raise ParameterError (401) and the worker keeps working."""
-    async with ThreadWorker(echo) as w:
+    async with ThreadWorker(answer) as w:
         with pytest.raises(ParameterError) as caught:
             w.post_message(b"data", transfer=items)
         assert caught.value.code == 401

@@ -7,7 +7,7 @@ import threading
 import uuid
 
 import pytest
-from support import failing
+from support import answer, failing
 
 import arkworker
 from arkworker import (
@@ -23,14 +23,9 @@ from arkworker import (
 )
 
 
-def echo(port):
-    """Worker script: every request is answered with the message itself."""
-    port.onmessage = lambda e: e.data
-
-
 async def assert_runtime_works():
     """A fresh worker starts, answers and exits cleanly."""
-    async with ThreadWorker(echo) as w:
+    async with ThreadWorker(answer) as w:
         assert await w.request("alive?") == "alive?"
     assert w.exit_code == 0
 
@@ -338,7 +333,7 @@ async def test_posts_of_a_failing_top_level_and_of_its_onerror_are_delivered():
 
 async def test_cleanly_terminated_worker_discards_nothing():
     """A worker that handled every message before terminate() reports nothing discarded (contrast to a failed start)."""
-    w = ThreadWorker(echo)
+    w = ThreadWorker(answer)
     w.post_message("handled")
     assert await w.request("handled too") == "handled too"
     assert await w.terminate() == 0
@@ -394,7 +389,7 @@ async def test_existing_dotted_module_runs(tmp_path, monkeypatch):
 def test_constructor_without_running_loop_raises():
     """Constructing a worker with no running event loop raises WorkerInitializationError saying so."""
     with pytest.raises(WorkerInitializationError, match="running event loop") as caught:
-        ThreadWorker(echo)
+        ThreadWorker(answer)
     assert caught.value.code == 10200003
 
 
@@ -402,21 +397,21 @@ async def test_constructor_on_thread_without_loop_raises():
     """Constructing a worker on a thread with no running loop raises WorkerInitializationError, then all still works."""
     arkworker.set_max_workers(1)
     with pytest.raises(WorkerInitializationError, match="running event loop"):
-        await asyncio.to_thread(ThreadWorker, echo)
+        await asyncio.to_thread(ThreadWorker, answer)
     await assert_runtime_works()
 
 
 BAD_OPTIONS = {
     "script=123": ((123,), {}),
     "script=None": ((None,), {}),
-    "name=5": ((echo,), {"name": 5}),
-    "max_inbox=0": ((echo,), {"max_inbox": 0}),
-    "max_inbox=1.5": ((echo,), {"max_inbox": 1.5}),
-    "clone='yes'": ((echo,), {"clone": "yes"}),
-    "priority='high'": ((echo,), {"priority": "high"}),
-    "priority=99": ((echo,), {"priority": 99}),
-    "loop_factory=42": ((echo,), {"loop_factory": 42}),
-    "max_message_size=0": ((echo,), {"max_message_size": 0}),
+    "name=5": ((answer,), {"name": 5}),
+    "max_inbox=0": ((answer,), {"max_inbox": 0}),
+    "max_inbox=1.5": ((answer,), {"max_inbox": 1.5}),
+    "clone='yes'": ((answer,), {"clone": "yes"}),
+    "priority='high'": ((answer,), {"priority": "high"}),
+    "priority=99": ((answer,), {"priority": 99}),
+    "loop_factory=42": ((answer,), {"loop_factory": 42}),
+    "max_message_size=0": ((answer,), {"max_message_size": 0}),
 }
 
 

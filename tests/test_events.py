@@ -7,7 +7,7 @@ import threading
 
 import pytest
 import support
-from support import drain, failing, take, wait_thread
+from support import drain, echo, failing, take, wait_thread
 
 from arkworker import (
     ErrorEvent,
@@ -38,11 +38,6 @@ def recorder(kind: str, sink: list[object], done: asyncio.Event):
         done.set()
 
     return async_callback
-
-
-def echo(port):
-    """Worker callable: post every message straight back."""
-    port.onmessage = lambda e: port.post_message(e.data)
 
 
 KINDS = ["sync", "async"]

@@ -8,16 +8,11 @@ import threading
 import traceback
 
 import pytest
-from support import drain, take, wait_thread
+from support import drain, echo, take, wait_thread
 
 from arkworker import ThreadWorker, WorkerError, WorkerState
 
 TIMEOUT = 5
-
-
-def echo(port):
-    """Worker callable: post every message straight back."""
-    port.onmessage = lambda e: port.post_message(e.data)
 
 
 # -- post_message ---------------------------------------------------------------------------------
