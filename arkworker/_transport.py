@@ -290,6 +290,11 @@ class WorkerThread:
         self._ended = False  # True once end() was called
         self._crash: BaseException | None = None  # what the worker died of, if anything
         self._never_ran = False  # True iff starting the thread failed
+        # Held by the host until Thread.start() has returned; the new thread takes it before anything else.
+        # So the host runs on first (and queues what it posts at once) while the worker waits for the GIL,
+        # instead of the GIL going back and forth between them as the worker's loop starts.
+        self._host_done = threading.Lock()
+        self._host_done.acquire()
 
     def start(
         self,
@@ -299,7 +304,8 @@ class WorkerThread:
     ) -> None:
         """Run the new thread's loop: ``begin()`` is its first callback, and it runs until ``end()``.
 
-        ``begin()`` must drain the inbox: what is put before it runs wakes no one.
+        ``begin()`` must drain the inbox: what is put before it runs wakes no one. The new thread waits
+        until this has returned, then for the GIL, so what the host posts next usually comes first.
 
         ``on_end(crash)`` is the thread's very last call. If an exception such as ``SystemExit`` escapes a
         callback and stops the loop before ``end()``, it is the crash: ``wrap_up()`` is called on the worker
@@ -314,6 +320,8 @@ class WorkerThread:
             self._never_ran = True
             self.loop.close()
             raise
+        finally:  # even if the host is interrupted while the thread starts: the thread must not hang
+            self._host_done.release()
 
     def end(self) -> None:
         """Worker thread: the life is over; the loop stops at the end of its current pass."""
@@ -327,6 +335,7 @@ class WorkerThread:
 
     def _run(self) -> None:
         # Worker thread.
+        self._host_done.acquire()
         assert self._on_end is not None
         loop = self.loop
         try:
@@ -384,8 +393,7 @@ def _load_prctl() -> Callable[..., int] | None:
         return None
     try:
         # The process's own symbols, libc's among them. PyDLL keeps the GIL across the call: prctl
-        # returns at once, and letting go of the GIL would hand it to the host (waiting in Thread.start)
-        # and back, two thread switches per start.
+        # returns at once, and letting go of the GIL and taking it again would only cost time.
         return cast("Callable[..., int]", ctypes.PyDLL(None).prctl)
     except (OSError, AttributeError):
         return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import sys
 import threading
 import traceback
 
@@ -111,11 +112,8 @@ async def test_messages_posted_before_top_level_finished_are_delivered_after_it(
         assert await take(w, 3) == [("late handler", "a"), ("late handler", "b"), ("late handler", "c")]
 
 
-async def test_messages_posted_before_the_worker_began_do_not_wake_its_loop():
-    """The worker loop's first callback takes what was posted before it ran: those posts schedule nothing
-    on that loop, and every one of them is handled."""
-    entered = threading.Event()
-    release = threading.Event()
+def recording_loops():
+    """A loop factory whose loops record what other threads schedule on them, and that record."""
     scheduled: list[object] = []
 
     class RecordingLoop(asyncio.SelectorEventLoop):
@@ -123,18 +121,48 @@ async def test_messages_posted_before_the_worker_began_do_not_wake_its_loop():
             scheduled.append(callback)
             return super().call_soon_threadsafe(callback, *args, context=context)
 
+    return RecordingLoop, scheduled
+
+
+async def test_messages_posted_before_the_worker_began_do_not_wake_its_loop():
+    """The worker loop's first callback takes what was posted before it ran: those posts schedule nothing
+    on that loop, and every one of them is handled."""
+    entered = threading.Event()
+    release = threading.Event()
+    loop_factory, scheduled = recording_loops()
+
     def setup(port):
         entered.set()
         release.wait(TIMEOUT)
         port.onmessage = lambda e: port.post_message(e.data)
 
-    async with ThreadWorker(setup, loop_factory=RecordingLoop) as w:
+    async with ThreadWorker(setup, loop_factory=loop_factory) as w:
         assert await wait_thread(entered)
         for i in range(3):
             w.post_message(i)
         assert scheduled == []
         release.set()
         assert await take(w, 3) == [0, 1, 2]
+
+
+async def test_posts_right_after_construction_come_before_the_worker_begins():
+    """The worker's thread waits until the host has started it, then for the GIL: what the host posts
+    before it next yields is queued before the worker's first callback, so it wakes nothing."""
+    loop_factory, scheduled = recording_loops()
+    interval = sys.getswitchinterval()
+    for _ in range(100):  # without the wait, about one worker in thirty began first here
+        scheduled.clear()
+        sys.setswitchinterval(60)  # no GIL hand-over forced while the host posts: only its own yield counts
+        try:
+            w = ThreadWorker(echo, loop_factory=loop_factory)
+            for i in range(3):
+                w.post_message(i)
+            woken = list(scheduled)
+        finally:
+            sys.setswitchinterval(interval)
+        async with w:
+            assert woken == []
+            assert await take(w, 3) == [0, 1, 2]
 
 
 async def test_messages_buffered_without_handler_then_read_through_messages():
