@@ -250,9 +250,9 @@ def scenario_c(p: Params, only: set[str] | None) -> dict[str, Any]:
     def measure(key: str, warming: bool) -> dict[str, list[int]]:
         return BY_KEY[key].block_startup(1 if warming else k)
 
-    # A helper process that has just started its own workers (Node.js) changes how fast the next
-    # contender starts one, and the floors most (docs/performance.md). So the external contenders are
-    # timed after the others, in a pass of their own with the floors, and set against that pass's floors.
+    # Blocks of a helper process starting its own workers (Node.js) moved the ratios of the contenders
+    # interleaved with them (bench/README.md). So the external contenders are timed after the others, in
+    # a pass of their own with the floors, and set against that pass's floors.
     inside = [key for key in keys if BY_KEY[key].host != "external"]
     outside = [key for key in keys if key not in inside]
     passes = [interleave([inside], reps, measure)]
