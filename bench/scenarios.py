@@ -21,7 +21,7 @@ FULL: Params = {
     "B_reps": 7, "B_n": 200_000, "B_warm": 20_000,
     "C_reps": 30, "C_k": 20,
     "D_reps": 3, "D_counts": [100, 1000], "D_node": 20, "D_settle_s": 0.3,
-    "E_reps": 9, "E_n": 500, "E_warm": 50,
+    "E_reps": 25, "E_n": 500, "E_warm": 50,
 }  # fmt: skip
 QUICK: Params = {
     "A_reps": 4, "A_n": 400, "A_warm": 100,
