@@ -497,7 +497,7 @@ class ThreadWorkerGlobalScope(EventTarget):
         if inspect.iscoroutine(life):
             self._loop.create_task(life).add_done_callback(self._life_done)
         self._on_urgent()
-        self._pump()  # the inbox's first drain: nothing the host put before now woke this loop
+        self._pump()  # the inbox's first drain: nothing the host put in its FIFO before now woke this loop
 
     async def _shut_down(self) -> None:
         children = list(self._children)

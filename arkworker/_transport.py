@@ -6,7 +6,8 @@ and keep the ``Channel`` contract:
 
 - ``put`` never blocks and keeps FIFO order; the receiver is woken at most once per batch: a wake-up is
   scheduled only when none is pending, and the receiver re-arms it only when it finds the channel empty.
-  A worker's inbox is drained by the worker loop's first callback, so what is put before wakes no one.
+  A worker's inbox starts as woken: the worker loop's first callback drains it (unless the top level
+  fails), so what is put before wakes no one.
 - ``depth`` counts items put and not yet marked ``done`` by the receiver; ``wait_for_space`` lets the
   sender wait while it is above the limit. Waiting senders are released once the depth is down to half
   the limit, so a sender at the limit costs one wake-up per half-inbox, not one per message.
