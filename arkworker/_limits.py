@@ -67,12 +67,6 @@ def release(transport: WorkerThread) -> None:
         _slots.pop(transport, None)
 
 
-def live_workers() -> int:
-    """How many worker threads have not ended yet."""
-    with _lock:
-        return sum(1 for slot in _slots.values() if slot.transport.is_alive())
-
-
 def _stop_all(timeout: float = EXIT_TIMEOUT) -> None:
     # Interpreter exit: ask every live worker to terminate, wait a bounded time, report the stuck ones.
     with _lock:

@@ -317,11 +317,14 @@ class WorkerThread:
         self.loop.call_soon(begin)
         try:
             self.thread.start()
-        except RuntimeError:  # the OS gave no thread ("can't start new thread")
+        except BaseException:
+            # The OS gave no thread ("can't start new thread"), or the host was interrupted (say, by
+            # KeyboardInterrupt) before or after the OS thread was made: either way this worker never runs.
+            # A thread that exists sees the flag once it holds the gate, and returns at once.
             self._never_ran = True
             self.loop.close()
             raise
-        finally:  # even if the host is interrupted while the thread starts: the thread must not hang
+        finally:  # whatever happened: a thread that exists must not hang at the gate
             self._host_done.release()
 
     def end(self) -> None:
@@ -337,6 +340,8 @@ class WorkerThread:
     def _run(self) -> None:
         # Worker thread.
         self._host_done.acquire()
+        if self._never_ran:  # the host gave up on this thread while it started: nothing of it may run
+            return
         assert self._on_end is not None
         loop = self.loop
         try:

@@ -192,13 +192,15 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
     def _start(self, port: ThreadWorkerGlobalScope) -> None:
         try:
             self._transport.start(port._begin, port.close, self._thread_ended)
-        except RuntimeError as exc:  # no thread: nothing started, so nothing is left to track
+        except BaseException as exc:  # no thread, or an interrupted start: nothing runs, nothing is tracked
             _limits.release(self._transport)
             _hostloop.untrack(self._loop, self)
             if self._parent is not None:
                 self._parent._children.pop(self, None)
             forget(self._script)
-            raise WorkerInitializationError(f"cannot start worker {self._label}: {exc}") from exc
+            if isinstance(exc, RuntimeError):
+                raise WorkerInitializationError(f"cannot start worker {self._label}: {exc}") from exc
+            raise
 
     def __repr__(self) -> str:
         return f"<ThreadWorker {self._label} {self._state.name}>"

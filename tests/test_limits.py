@@ -105,6 +105,36 @@ async def test_worker_whose_thread_cannot_start_raises_and_frees_its_slot(monkey
     assert w.exit_code == 0
 
 
+@pytest.mark.parametrize("thread_made", [False, True], ids=["before-the-os-thread", "after-the-os-thread"])
+async def test_an_interrupted_start_runs_nothing_and_frees_its_slot(monkeypatch, thread_made):
+    """A KeyboardInterrupt inside the thread's start reaches the caller as itself. Whether or not the OS
+    thread was made, the worker's top level never runs, any thread made ends, the slot is free again, and
+    the interpreter's exit hook has nothing to wait for."""
+    arkworker.set_max_workers(1)
+    ran = threading.Event()
+    start = threading.Thread.start
+    started: list[threading.Thread] = []
+
+    def interrupted(self: threading.Thread) -> None:
+        if thread_made:
+            start(self)
+            started.append(self)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(threading.Thread, "start", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            ThreadWorker(lambda port: ran.set(), name="interrupted")
+    for thread in started:
+        thread.join(10)
+        assert not thread.is_alive()
+    assert not ran.is_set()
+    arkworker._limits._stop_all(timeout=1)  # joins nothing, raises nothing
+    async with ThreadWorker(idle) as w:  # the one slot is free again
+        assert w.state is not WorkerState.TERMINATED
+    assert w.exit_code == 0
+
+
 async def test_lowering_the_limit_below_the_live_count():
     """Lowering the limit keeps live workers running but admits a new one only once enough have exited."""
     async with many(3) as workers:
