@@ -36,7 +36,8 @@ class Script:
     def describe(self) -> str:
         """A short name for messages and default worker names."""
         if self.kind == "callable":
-            return str(getattr(self.target, "__qualname__", repr(self.target)))
+            qualname = getattr(self.target, "__qualname__", None)
+            return repr(self.target) if qualname is None else str(qualname)
         if self.kind == "file":
             return os.path.basename(str(self.target))
         return str(self.target.name)
