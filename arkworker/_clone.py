@@ -24,7 +24,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from ._errors import ParameterError, SerializationError
+from ._errors import ParameterError, SerializationError, describe
 
 T = TypeVar("T")
 
@@ -154,6 +154,8 @@ def check_transfer(transfer: object) -> list[object]:
                 f"transfer items must export a buffer (bytearray, memoryview, array, ndarray), "
                 f"not {type(item).__name__}"
             ) from None
+        except ValueError as exc:  # a released memoryview: transferred once already, say
+            raise ParameterError(f"a transfer item cannot be moved: {exc}") from None
     return list(transfer)
 
 
@@ -167,7 +169,10 @@ def pack(data: object, transfer: Sequence[object], *, share: bool, max_size: int
             copy = _flat_copy(data, max_size)  # type: ignore[arg-type]
             if copy is not None:
                 return copy
-        size = -1 if kind in _MUTABLE else immutable_size(data)
+        try:
+            size = -1 if kind in _MUTABLE else immutable_size(data)
+        except RecursionError:  # nested too deep to measure: pickle decides, and refuses
+            size = -1
         if 0 <= size <= max_size:
             return data
         if size > max_size:  # a bound, not the size: measure before refusing
@@ -186,7 +191,7 @@ def pack(data: object, transfer: Sequence[object], *, share: bool, max_size: int
         else:
             blob, transferred = pickle.dumps(data, protocol=5), []
     except Exception as exc:
-        raise SerializationError(f"cannot copy {type(data).__name__}: {exc}") from exc
+        raise SerializationError(f"cannot copy {type(data).__name__}: {describe(exc)}") from exc
     finally:
         _state.refs = None
         if share:
@@ -247,4 +252,4 @@ def unpack(obj: object) -> Any:
         finally:
             _state.refs = None
     except Exception as exc:
-        raise SerializationError(f"cannot rebuild the message: {exc}") from exc
+        raise SerializationError(f"cannot rebuild the message: {describe(exc)}") from exc

@@ -83,3 +83,13 @@ class WorkerCrashedError(WorkerError):
 
 class NotInWorkerError(WorkerError, RuntimeError):
     """Raised when ``worker_port`` is used outside a worker thread."""
+
+
+def describe(exc: BaseException) -> str:
+    """``"TypeName: message"`` for ``exc``, even when its ``__str__`` raises: an error path must not fail
+    on the error it reports."""
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - any failure of user code here is replaced by a placeholder
+        text = "<str() failed>"
+    return f"{type(exc).__name__}: {text}"

@@ -320,16 +320,19 @@ cancelled future, say) is one too: no task is being cancelled while a plain call
 
 
 def call_in_order(
-    callbacks: Sequence[Callback], payload: object, report: Callable[[BaseException], None]
+    callbacks: Sequence[Callback],
+    payload: object,
+    report: Callable[[BaseException], None],
+    catch: type[BaseException] | tuple[type[BaseException], ...] = CALLBACK_ERRORS,
 ) -> Coroutine[Any, Any, None] | None:
     """Call each callback with ``payload``; if one returns an awaitable, return an awaitable for the rest.
 
-    An exception from a callback goes to ``report`` and never stops the others.
+    An exception (of the kinds in ``catch``) from a callback goes to ``report`` and never stops the others.
     """
     for index, fn in enumerate(callbacks):
         try:
             result = fn(payload)
-        except CALLBACK_ERRORS as exc:  # reported, never lost
+        except catch as exc:  # reported, never lost
             report(exc)
             continue
         if result is not None and inspect.isawaitable(result):

@@ -24,6 +24,7 @@ from ._errors import (
     SerializationError,
     WorkerError,
     WorkerNotRunningError,
+    describe,
 )
 from ._events import (
     CALLBACK_ERRORS,
@@ -61,7 +62,7 @@ def current_port() -> ThreadWorkerGlobalScope | None:
 def error_event(exc: BaseException, type: str = "error") -> ErrorEvent:  # noqa: A002
     """The ``ErrorEvent`` for ``exc``, pointing at the user code that raised it."""
     filename, lineno, colno = user_location(exc)
-    return ErrorEvent(f"{exc.__class__.__name__}: {exc}", filename, lineno, colno, exc, type)
+    return ErrorEvent(describe(exc), filename, lineno, colno, exc, type)
 
 
 class ThreadWorkerGlobalScope(EventTarget):

@@ -80,6 +80,7 @@ class Channel:
         self.sent = 0  # written by the sender only
         self.done_count = 0  # written by the receiver only
         self._space_wanted = False
+        self._lifted = False  # True once the receiver takes everything (lift_limit)
         self._space_waiters: list[asyncio.Future[None]] = []
         self._no_wait: asyncio.Future[None] = sender.create_future()
         self._no_wait.set_result(None)
@@ -87,9 +88,6 @@ class Channel:
         # wake-up is scheduled, so a receiver that sets it after items may have come drains once itself.
         self.on_ready: Callable[[], object] = _nothing
         self.on_urgent: Callable[[], object] = _nothing
-        # Written by the receiver: True while it holds the items back (an async callback runs). A sender
-        # whose last item must not wait behind that callback announces it on the urgent lane too.
-        self.receiver_held = False
 
     # -- sender's thread ---------------------------------------------------------------------------
 
@@ -150,22 +148,28 @@ class Channel:
         return run_soon(self._receiver, self.on_urgent)
 
     def wait_for_space(self) -> asyncio.Future[None]:
-        """Sender's loop: a future that resolves once ``depth`` is at most ``limit``."""
+        """Sender's loop: a future that resolves once ``depth`` is at most ``limit``, or, once the limit
+        is lifted, on the loop's next pass."""
         if self.sent - self.done_count <= self.limit:
             return self._no_wait
         future = self._sender.create_future()
+        if self._lifted:
+            # The sender does not wait for the receiver, but it still yields to its loop: a task that
+            # posts in a loop must not starve the exit that is about to cancel it.
+            self._sender.call_soon(_set_result_if_pending, future)
+            return future
         self._space_waiters.append(future)
         self._space_wanted = True
-        if self.sent - self.done_count <= self.limit:  # the receiver caught up before it saw the flag
+        if self._lifted or self.sent - self.done_count <= self.limit:  # changed before it saw the flag
             self._release_space()
         return future
 
     def lift_limit(self) -> None:
         """Any thread: the receiver takes everything from now on, however deep the channel gets: the
-        senders waiting for space go on, and no sender waits any more."""
-        self.limit = self._low_water = sys.maxsize
+        senders waiting for space go on, and no sender waits for the receiver any more."""
+        self._lifted = True
         # The limit is lifted before the flag is read, and a waiting sender raises the flag before it
-        # reads the limit again: if we see no flag, it sees the lifted limit. No flag, no wake-up.
+        # reads ``_lifted`` again: if we see no flag, it sees the lifted limit. No flag, no wake-up.
         if self._space_wanted:
             run_soon(self._sender, self._release_space)
 
@@ -180,7 +184,7 @@ class Channel:
                 future.exception()
 
     def _release_space(self) -> None:
-        if self.sent - self.done_count > self.limit:
+        if not self._lifted and self.sent - self.done_count > self.limit:
             self._space_wanted = True
             if self.sent - self.done_count > self.limit:
                 return

@@ -40,9 +40,9 @@ from ._errors import (
     WorkerCrashedError,
     WorkerInitializationError,
     WorkerNotRunningError,
+    describe,
 )
 from ._events import (
-    CALLBACK_ERRORS,
     PLAIN_RESULTS,
     EventTarget,
     Handler,
@@ -179,6 +179,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         self._global_objects: dict[str, object] = {}
         self._exit_code: int | None = None
         self._exit_waiters: list[asyncio.Future[int]] | None = []  # None once the exit is settled
+        self._exit_asked = -1  # how many items were dispatched when terminate() or wait() was last called
         self._parent = current_port()
         if self._parent is not None:
             self._parent._children[self] = None
@@ -312,6 +313,8 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         self._pending[request_id] = future
         self._requests += 1
         self._inbox.put(proto.Request(request_id, payload))  # the last step before the await
+        if self._busy is not None:
+            self._let_go_if_waiting_on_itself()
         try:
             if timeout is None:
                 return await future
@@ -348,21 +351,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
 
     def _on_urgent(self) -> None:
         for item in self._outbox.take_urgent():
-            if type(item) is proto.Exited:
-                self._exited_while_busy(item)
-            else:
-                self._global_call(cast("proto.GlobalCall", item))
-
-    def _exited_while_busy(self, exited: proto.Exited) -> None:
-        # An async callback holds the outbox, and only the worker's life items (its exit last) are left
-        # behind it: every message has been dispatched, so the exit is settled now. The callback may
-        # well be awaiting it.
-        items = self._outbox.items
-        if self._busy is None or not items or items[-1] is not exited:
-            return
-        if all(type(item) in _LIFE_ITEMS for item in items):
-            while items:
-                self._on_life_item(items.popleft())
+            self._global_call(cast("proto.GlobalCall", item))
 
     def _global_call(self, call: proto.GlobalCall) -> None:
         if time.monotonic() > call.deadline:
@@ -421,13 +410,16 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         Returns a future of the exit code that resolves after the thread has ended and ``onexit`` ran.
         Calling it again is harmless.
         """
+        self._terminate()
+        return self._exit_future()
+
+    def _terminate(self) -> None:
         if self._state < _TERMINATING:
             self._state = _TERMINATING
             self._inbox.put(proto.TERMINATE, counted=False)
             # A handler awaiting its post_message must not wait for a reader of messages() that may never
             # come: the worker has to get to the terminate item.
             self._outbox.lift_limit()
-        return self._exit_future()
 
     async def wait(self) -> int:
         """Wait until the worker has exited (thread ended, ``onexit`` ran) and return its exit code."""
@@ -439,6 +431,9 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
             future.set_result(cast("int", self._exit_code))
         else:
             self._exit_waiters.append(future)
+            self._exit_asked = self._received + self._errors  # counts the items dispatched so far
+            if self._busy is not None:
+                self._let_go_if_waiting_on_itself()
         return future
 
     async def __aenter__(self) -> Self:
@@ -454,9 +449,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
             return
         if exc_type is None:
             crash = self._unhandled
-            raise WorkerCrashedError(
-                f"worker {self._label} crashed: {type(crash).__name__}: {crash}"
-            ) from crash
+            raise WorkerCrashedError(f"worker {self._label} crashed: {describe(crash)}") from crash
         self._report_unhandled(self._unhandled)  # the body's own exception wins; this one is reported
 
     def _check_usable(self) -> None:
@@ -499,18 +492,25 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
             self._on_exited(item)
 
     def _hold(self, awaitable: Awaitable[None]) -> None:
+        """An async callback runs: what the worker sent after its item waits until it is done, unless
+        the callback asked for this worker's exit (``lambda e: w.terminate()``), which is queued behind."""
         task = self._loop.create_task(cast("Coroutine[Any, Any, None]", awaitable))
-        self._busy = task
-        task.add_done_callback(self._resume)
-        self._outbox.receiver_held = True
-        items = self._outbox.items
-        if items and type(items[-1]) is proto.Exited:  # the exit was already behind the held item
-            self._exited_while_busy(items[-1])
+        if self._exit_asked != self._received + self._errors:
+            self._busy = task
+            task.add_done_callback(self._resume)
 
     def _resume(self, task: asyncio.Task[None]) -> None:
-        self._busy = None
-        self._outbox.receiver_held = False
-        self._pump()
+        if self._busy is task:  # it still holds the delivery
+            self._busy = None
+            self._pump()
+
+    def _let_go_if_waiting_on_itself(self) -> None:
+        # From request(), terminate() and wait(). If the async callback that holds the delivery is the
+        # caller, it waits for something queued behind itself (an answer, the exit): the delivery goes on
+        # without it, a pass later, and it resumes in its turn.
+        if asyncio.current_task() is self._busy:
+            self._busy = None
+            self._loop.call_soon(self._pump)
 
     def _on_message(self, payload: object) -> bool:
         """Dispatch one message; True iff it is done with (not waiting in the buffer)."""
@@ -529,7 +529,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
             event.data = data
             try:
                 result = handler(event)
-            except CALLBACK_ERRORS as exc:  # reported, never lost
+            except BaseException as exc:  # noqa: BLE001 - reported, never lost (an exit signal a pass later)
                 self._report_callback_error(exc)
                 return True
             if result is not None and type(result) not in PLAIN_RESULTS and inspect.isawaitable(result):
@@ -539,7 +539,9 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         if not callbacks:
             self._buffer.push(data)  # marked done when a messages() reader takes it
             return False
-        result = call_in_order(callbacks, MessageEvent(data), self._report_callback_error)
+        result = call_in_order(
+            callbacks, MessageEvent(data), self._report_callback_error, catch=BaseException
+        )
         if result is not None:
             self._hold(result)
         return True
@@ -566,13 +568,15 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
             return
         event = report.event
         if self.onallerrors is not None:
-            result = call_in_order([self.onallerrors], event, self._report_callback_error)
+            result = call_in_order(
+                [self.onallerrors], event, self._report_callback_error, catch=BaseException
+            )
         else:
             callbacks = self._callbacks("error")
             if not callbacks:
                 self._unhandled_error(cast("BaseException", event.error))
-            result = call_in_order(callbacks, event, self._report_callback_error)
-            self.terminate()
+            result = call_in_order(callbacks, event, self._report_callback_error, catch=BaseException)
+            self._terminate()
         if result is not None:
             self._hold(result)
 
@@ -589,23 +593,26 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
 
     def _message_error(self, exc: SerializationError) -> None:
         event = error_event(exc, "messageerror")
-        result = call_in_order(self._callbacks("messageerror"), event, self._report_callback_error)
+        result = call_in_order(
+            self._callbacks("messageerror"), event, self._report_callback_error, catch=BaseException
+        )
         if result is not None:
             schedule(self._loop, result)
 
     def _report_callback_error(self, exc: BaseException) -> None:
+        """A host callback raised ``exc``: it goes to the host loop's exception handler, as asyncio does with
+        a callback's. ``KeyboardInterrupt`` and ``SystemExit`` leave the loop, as in asyncio, but a pass
+        later: the delivery in progress first finishes its bookkeeping."""
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            self._loop.call_soon(_raise, exc)
+            return
         self._loop.call_exception_handler(
             {"message": f"exception in a callback of worker {self._label}", "exception": exc, "worker": self}
         )
 
     def _thread_ended(self, crash: BaseException | None) -> None:
-        # Worker thread, its very last call. The exit takes its place in the FIFO; if an async callback
-        # holds the host's outbox, it is also announced on the urgent lane (_exited_while_busy). The
-        # append comes before the test of the flag, so a host that sets the flag later finds it queued.
-        exited = proto.Exited(crash)
-        self._outbox.put(exited, counted=False)
-        if self._outbox.receiver_held:
-            self._outbox.put_urgent(exited)
+        # Worker thread, its very last call: the exit takes its place in the FIFO.
+        self._outbox.put(proto.Exited(crash), counted=False)
 
     def _on_exited(self, exited: proto.Exited) -> None:
         self._transport.join()  # sending Exited was the thread's last act: this returns at once
@@ -638,7 +645,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         _hostloop.untrack(self._loop, self)
         self._exit_code = 1 if self._error_exit else 0
         callbacks = ((self.onexit,) if self.onexit is not None else ()) + self._callbacks("exit")
-        result = call_in_order(callbacks, self._exit_code, self._report_callback_error)
+        result = call_in_order(callbacks, self._exit_code, self._report_callback_error, catch=BaseException)
         if result is None:
             self._settle_exit()
         elif self._busy is None:
@@ -673,7 +680,8 @@ def _check_options(
     raise ParameterError(f"priority must be a ThreadWorkerPriority, not {priority!r}")
 
 
-_LIFE_ITEMS = frozenset({proto.Started, proto.Closing, proto.Exited})
+def _raise(exc: BaseException) -> None:
+    raise exc
 
 
 def _settable(error: BaseException) -> BaseException:
@@ -681,7 +689,7 @@ def _settable(error: BaseException) -> BaseException:
     (asyncio turns one raised by a coroutine into a ``RuntimeError`` the same way)."""
     if not isinstance(error, StopIteration):
         return error
-    wrapped = RuntimeError(f"the request's handler raised StopIteration: {error}")
+    wrapped = RuntimeError(f"the request's handler raised {describe(error)}")
     wrapped.__cause__ = error
     return wrapped
 

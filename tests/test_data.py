@@ -745,3 +745,39 @@ async def test_async_lock_guards_shared_counter_across_host_and_two_workers():
     assert done[1:] == ["done", "done"]
     assert counter.value == 3 * ROUNDS
     assert not lock.locked()
+
+
+def _deeply_nested(depth: int = 100_000) -> tuple[object, ...]:
+    data: tuple[object, ...] = ()
+    for _ in range(depth):
+        data = (data,)
+    return data
+
+
+async def test_a_message_nested_too_deeply_to_copy_raises_serialization_error_both_ways():
+    """A tuple nested deeper than pickle can go is a SerializationError, after onmessageerror, whether the
+    host posts it or a request handler returns it; both sides keep working."""
+    errors: list[object] = []
+
+    def script(port):
+        port.onmessage = lambda e: _deeply_nested() if e.data == "deep" else e.data
+
+    async with ThreadWorker(script) as w:
+        w.onmessageerror = lambda event: errors.append(type(event.error))
+        with pytest.raises(SerializationError, match="RecursionError"):
+            w.post_message(_deeply_nested())
+        assert errors == [SerializationError]
+        with pytest.raises(SerializationError, match="RecursionError"):
+            await asyncio.wait_for(w.request("deep"), 5)
+        assert await asyncio.wait_for(w.request("after"), 5) == "after"
+    assert w.exit_code == 0
+
+
+async def test_a_released_memoryview_in_transfer_raises_parameter_error():
+    """A memoryview released already (transferred once, say) cannot be transferred: ParameterError."""
+    view = memoryview(bytearray(8))
+    view.release()
+    async with ThreadWorker(answer) as w:
+        with pytest.raises(ParameterError, match="released"):
+            w.post_message(b"x", transfer=[view])
+        assert await asyncio.wait_for(w.request("ok"), 5) == "ok"

@@ -16,6 +16,7 @@ from arkworker import (
     NotInWorkerError,
     ParameterError,
     ThreadWorker,
+    WorkerCrashedError,
     WorkerError,
     WorkerInitializationError,
     WorkerNotRunningError,
@@ -423,3 +424,100 @@ async def test_wrong_argument_types_raise_parameter_error(args, kwargs):
         ThreadWorker(*args, **kwargs)
     assert caught.value.code == 401
     await assert_runtime_works()
+
+
+class UnprintableError(Exception):
+    """An exception whose ``__str__`` raises: the error path must not fail on it."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no str for you")
+
+
+async def test_a_worker_error_whose_str_raises_is_reported_and_the_worker_keeps_running():
+    """A handler error whose __str__ raises still reaches onallerrors, with a placeholder message; the
+    worker keeps answering, and its exit settles with code 1."""
+    messages: list[str] = []
+
+    def script(port):
+        def on_message(e):
+            if e.data == "bad":
+                raise UnprintableError
+            return e.data
+
+        port.onmessage = on_message
+
+    w = ThreadWorker(script)
+    w.onallerrors = lambda event: messages.append(event.message)
+    w.post_message("bad")
+    assert await asyncio.wait_for(w.request("ping"), 5) == "ping"
+    assert messages == ["UnprintableError: <str() failed>"]
+    assert await asyncio.wait_for(w.terminate(), 5) == 1
+    await assert_runtime_works()
+
+
+async def test_a_crash_whose_str_raises_still_raises_worker_crashed_error():
+    """Leaving `async with` after an unhandled error whose __str__ raises raises WorkerCrashedError."""
+
+    def script(port):
+        raise UnprintableError
+
+    with pytest.raises(WorkerCrashedError) as info:
+        async with ThreadWorker(script) as w:
+            assert await asyncio.wait_for(w.wait(), 5) == 1
+    assert isinstance(info.value.__cause__, UnprintableError)
+    assert "UnprintableError: <str() failed>" in str(info.value)
+
+
+async def test_a_host_callback_raising_a_base_exception_is_reported_and_delivery_goes_on():
+    """A host callback that raises a BaseException that is not an exit signal goes to the host loop's
+    exception handler, like any callback error: the later messages are still delivered, and the exit
+    settles."""
+
+    class Abort(BaseException):
+        pass
+
+    reported: list[BaseException] = []
+    asyncio.get_running_loop().set_exception_handler(
+        lambda loop, context: reported.append(context["exception"])
+    )
+    got: list[object] = []
+    w = ThreadWorker(lambda port: [port.post_message(k) for k in range(4)])
+
+    def on_message(e):
+        got.append(e.data)
+        if e.data == 1:
+            raise Abort
+
+    w.onmessage = on_message
+    assert await asyncio.wait_for(w.terminate(), 5) == 0
+    assert got == [0, 1, 2, 3]
+    assert [type(exc) for exc in reported] == [Abort]
+    assert w.statistics().host_inbox_depth == 0
+
+
+@pytest.mark.parametrize("signal", [KeyboardInterrupt, SystemExit])
+def test_an_exit_signal_from_a_host_callback_leaves_the_loop_after_the_delivery(signal):
+    """KeyboardInterrupt or SystemExit raised by a host callback leaves the host loop, as in asyncio, but
+    only once the messages delivered with it have all been dispatched; run again, the loop finishes the
+    worker's exit."""
+    got: list[object] = []
+    loop = asyncio.new_event_loop()
+    try:
+        w = loop.run_until_complete(_start(lambda port: [port.post_message(k) for k in range(3)]))
+
+        def on_message(e):
+            got.append(e.data)
+            if e.data == 0:
+                raise signal
+
+        w.onmessage = on_message
+        with pytest.raises(signal):
+            loop.run_until_complete(asyncio.wait_for(w.wait(), 5))
+        assert got == [0, 1, 2]
+        assert loop.run_until_complete(asyncio.wait_for(w.terminate(), 5)) == 0
+    finally:
+        loop.close()
+
+
+async def _start(script):
+    return ThreadWorker(script)

@@ -537,3 +537,59 @@ async def test_an_ended_worker_is_freed_without_the_garbage_collector(loop_facto
     finally:
         if was_enabled:
             gc.enable()
+
+
+async def test_terminate_returns_after_the_async_host_callbacks_of_earlier_messages_finished():
+    """`await w.terminate()` returns only once the async host callback of every message the worker posted
+    has finished, and onexit runs after the last of them."""
+    log: list[object] = []
+
+    async def on_message(e):
+        log.append(("start", e.data))
+        await asyncio.sleep(0)  # the callback really suspends
+        log.append(("end", e.data))
+
+    w = ThreadWorker(lambda port: [port.post_message(k) for k in range(3)])
+    w.onmessage = on_message
+    w.onexit = lambda code: log.append(("exit", code))
+    assert await asyncio.wait_for(w.terminate(), TIMEOUT) == 0
+    assert log == [*[(step, k) for k in range(3) for step in ("start", "end")], ("exit", 0)]
+
+
+async def test_an_async_host_callback_may_await_a_request_to_its_own_worker():
+    """An async host callback that awaits a request to its own worker gets the answer: while it waits,
+    it no longer holds the delivery of what the worker sent after its message, answers included."""
+    answers: list[object] = []
+    both = asyncio.Event()
+
+    def setup(port):
+        port.onmessage = lambda e: e.data * 10 if isinstance(e.data, int) else None
+        port.post_message(1)
+        port.post_message(2)
+
+    w = ThreadWorker(setup)
+
+    async def on_message(e):
+        answers.append(await w.request(e.data))
+        if len(answers) == 2:
+            both.set()
+
+    w.onmessage = on_message
+    await asyncio.wait_for(both.wait(), TIMEOUT)
+    assert answers == [10, 20]
+    assert await asyncio.wait_for(w.terminate(), TIMEOUT) == 0
+
+
+async def test_a_host_callback_returning_its_workers_exit_does_not_hold_the_delivery():
+    """`w.onmessage = lambda e: w.terminate()` returns the exit itself: the messages behind the first one
+    are still dispatched, and the exit is settled."""
+    seen: list[object] = []
+    w = ThreadWorker(lambda port: [port.post_message(k) for k in range(3)])
+
+    def on_message(e):
+        seen.append(e.data)
+        return w.terminate()
+
+    w.onmessage = on_message
+    assert await asyncio.wait_for(w.wait(), TIMEOUT) == 0
+    assert seen == [0, 1, 2]

@@ -548,3 +548,41 @@ async def test_terminate_does_not_wait_for_a_worker_held_up_by_backpressure():
     assert await wait_thread(waiting)
     assert await asyncio.wait_for(w.terminate(), TIMEOUT) == 0
     assert [m async for m in w.messages()] == list(range(50))
+
+
+@pytest.mark.parametrize("producer", ["life", "task"])
+async def test_a_producer_held_up_by_backpressure_is_cancelled_at_terminate_without_flooding(producer):
+    """A task in the worker that posts in a loop, held up by a full host inbox that nobody reads, is
+    cancelled by terminate() even when the exit first waits for something else (here, a message buffered
+    for a messages() reader that never comes): once terminating, its posts no longer wait for the host,
+    but each still yields to the worker's loop, so it cannot run on and flood the host's inbox."""
+    waiting = threading.Event()
+    cancelled = threading.Event()
+
+    def setup(port):
+        async def produce():
+            n = 0
+            try:
+                while True:
+                    posted = port.post_message(n)
+                    if not posted.done():
+                        waiting.set()
+                    await posted
+                    n += 1
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+        if producer == "task":
+            asyncio.get_running_loop().create_task(produce())
+            return None
+        return produce()
+
+    w = ThreadWorker(setup, max_inbox=8)
+    w.post_message("buffered")  # no onmessage in the worker: it waits in the buffer that messages() reads
+    assert await wait_thread(waiting)
+    assert await asyncio.wait_for(w.terminate(), TIMEOUT) == 0
+    assert cancelled.is_set()
+    received = [m async for m in w.messages()]
+    assert received == list(range(len(received)))  # in order, none lost
+    assert len(received) < 100
