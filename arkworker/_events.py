@@ -64,6 +64,8 @@ class Event:
     def __init__(self, type: str, time_stamp: float = 0.0) -> None:  # noqa: A002 - the ArkTS name
         if not isinstance(type, str):
             raise ParameterError(f"event type must be a str, not {_typename(type)}")
+        if not isinstance(time_stamp, (int, float)) or isinstance(time_stamp, bool):
+            raise ParameterError(f"time_stamp must be a number, not {_typename(time_stamp)}")
         self.type = type
         self.time_stamp = time_stamp
 

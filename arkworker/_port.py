@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-import logging
 import threading
 import time
 from collections.abc import Awaitable, Coroutine, Generator
@@ -42,7 +41,6 @@ from ._transport import BlockingReply, WorkerThread, loop_is_clean
 if TYPE_CHECKING:
     from ._worker import ThreadWorker
 
-logger = logging.getLogger("arkworker")
 
 _STARTING, _RUNNING, _TERMINATING = WorkerState.STARTING, WorkerState.RUNNING, WorkerState.TERMINATING
 _NOT_PLAIN: frozenset[type] = frozenset({proto.Request, proto.Terminate, Packed})
@@ -217,10 +215,10 @@ class ThreadWorkerGlobalScope(EventTarget):
         self._outbox.put(report, counted=False)
 
     def _onerror_failed(self, exc: BaseException) -> None:
-        # Not the error path again: an onerror that raises would loop forever.
-        logger.error(
-            "worker %s: its onerror handler raised", self._label, exc_info=exc, extra={"worker": self._label}
-        )
+        # Not the worker's error path again, which could loop for ever: only the host hears of it, after
+        # the error that onerror was handling.
+        report = proto.ErrorReport(error_event(exc), "error")
+        self._loop.call_soon(functools.partial(self._outbox.put, report, counted=False))
 
     def _message_error(self, exc: SerializationError) -> None:
         """A message could not be copied or rebuilt here: ``onmessageerror``, and the exit code becomes 1."""
@@ -380,7 +378,10 @@ class ThreadWorkerGlobalScope(EventTarget):
             self._answer(request_id, None, _cancelled_in_worker())
         else:
             exc = task.exception()
-            self._answer(request_id, None if exc else task.result(), exc)
+            if exc is None or isinstance(exc, Exception):
+                self._answer(request_id, None if exc else task.result(), exc)
+            else:  # not an error (a test runner's abort, say): the worker's crash, as from a sync handler
+                self._die(exc)
         self._resume(task)
 
     def _answer(

@@ -285,6 +285,11 @@ class WorkerThread:
         limit: int,
     ) -> None:
         self.loop = loop_factory()
+        if not isinstance(self.loop, asyncio.AbstractEventLoop):
+            raise TypeError(f"it must return an event loop, not {type(self.loop).__name__}")
+        if self.loop.is_running() or self.loop.is_closed():  # the host's own loop, say
+            state = "running" if self.loop.is_running() else "closed"
+            raise ValueError(f"it must return a new event loop, not a {state} one")
         self.inbox = Channel(receiver=self.loop, sender=host_loop, limit=limit, drained_first=True)
         self.outbox = Channel(receiver=host_loop, sender=self.loop, limit=limit)
         self._os_name = _kernel_thread_name(os_name)

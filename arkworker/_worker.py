@@ -304,7 +304,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         :raises TimeoutError: if ``timeout`` expires.
         """
         if timeout is not None and (
-            not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0
+            not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not timeout >= 0  # NaN too
         ):
             raise ParameterError(f"timeout must be None or a number of seconds >= 0, not {timeout!r}")
         payload = self._payload(data, NO_TRANSFER, False)
@@ -384,8 +384,10 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
             return
         try:
             result = method(*unpack(call.args))
-        except Exception as exc:  # noqa: BLE001 - raised again in the worker
+        except BaseException as exc:  # noqa: BLE001 - raised again in the worker
             call.reply.set(error=exc)
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                self._loop.call_soon(_raise, exc)  # it leaves the host loop too, as in asyncio
             return
         if inspect.isawaitable(result) or inspect.isgenerator(result) or inspect.isasyncgen(result):
             if inspect.iscoroutine(result):
@@ -519,7 +521,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
             try:
                 data = unpack(payload)
             except SerializationError as exc:
-                self._message_error(exc)
+                self._not_rebuilt(exc)
                 return True
         else:
             data = payload
@@ -598,6 +600,20 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         )
         if result is not None:
             schedule(self._loop, result)
+
+    def _not_rebuilt(self, exc: SerializationError) -> None:
+        """A message from the worker cannot be rebuilt here: it goes to ``onmessageerror``, or without one to
+        the host loop's exception handler, never nowhere."""
+        if self._callbacks("messageerror"):
+            self._message_error(exc)
+        else:
+            self._loop.call_exception_handler(
+                {
+                    "message": f"a message from worker {self._label} cannot be rebuilt",
+                    "exception": exc,
+                    "worker": self,
+                }
+            )
 
     def _report_callback_error(self, exc: BaseException) -> None:
         """A host callback raised ``exc``: it goes to the host loop's exception handler, as asyncio does with

@@ -10,10 +10,12 @@ and fixtures, in ``strict`` or ``auto`` mode alike.
     ``arkworker_factory(script, name=..., ...)`` takes every ``ThreadWorker`` argument and returns a worker
     bound to that loop. While the fixture is active, the loop's exception handler records every context
     that carries a ``"worker"`` key or an exception (callback exceptions, unhandled worker errors) in
-    ``arkworker_factory.errors``, and passes anything else to the previous handler. At teardown it
-    terminates every worker it created, waits at most ``TERMINATE_TIMEOUT`` seconds for their exit, and
-    fails the test if a worker was still running (it is terminated all the same), did not exit, left an
-    ``arkworker-*`` thread alive, or an error was recorded. Clear ``errors`` in a test that expects them.
+    ``arkworker_factory.errors``, and passes anything else to the previous handler. The test fails if an
+    error was recorded by the time its function returns. At teardown (after the fixtures that use this
+    one) it terminates every worker it created, waits at most ``TERMINATE_TIMEOUT`` seconds for their
+    exit, and fails the test's teardown if a worker was still running (it is terminated all the same),
+    did not exit, left an ``arkworker-*`` thread alive, or an error was recorded since. Clear ``errors``
+    in a test that expects them.
 
 ``@pytest.mark.arkworker_allow_running``
     Workers this test leaves running are terminated at teardown without failing it.
@@ -26,7 +28,7 @@ import os
 import threading
 import time
 import traceback
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Generator
 from typing import Any, TypedDict, Unpack
 
 import pytest
@@ -35,7 +37,13 @@ from ._events import ThreadWorkerPriority, WorkerState
 from ._port import ThreadWorkerGlobalScope
 from ._worker import LoopFactory, ThreadWorker
 
-__all__ = ("TERMINATE_TIMEOUT", "WorkerFactory", "arkworker_factory", "pytest_configure")
+__all__ = (
+    "TERMINATE_TIMEOUT",
+    "WorkerFactory",
+    "arkworker_factory",
+    "pytest_configure",
+    "pytest_runtest_call",
+)
 
 TERMINATE_TIMEOUT = 10.0
 """Seconds the teardown waits for the workers to exit (and their threads to end) before failing."""
@@ -61,7 +69,7 @@ class WorkerFactory:
         self.workers: list[ThreadWorker] = []
         """Every worker created through this factory, in order."""
         self.errors: list[dict[str, Any]] = []
-        """Exception-handler contexts recorded so far; the test fails at teardown unless this is empty."""
+        """Exception-handler contexts recorded so far; the test fails unless this is empty."""
 
     def __call__(
         self,
@@ -86,6 +94,12 @@ class WorkerFactory:
             chain(loop, context)
         else:
             loop.default_exception_handler(context)
+
+    def _take_errors(self) -> list[str]:
+        """The errors recorded so far, each reported once."""
+        problems = [f"unhandled: {_describe(context)}" for context in self.errors]
+        self.errors.clear()
+        return problems
 
     async def _close(self, allow_running: bool) -> list[str]:
         """Terminate every worker and wait for its exit; return what went wrong."""
@@ -120,6 +134,19 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """Fail the test itself, not its teardown, for the errors its workers left unhandled by the time its
+    function returned. (Whether a worker is left running is known only at teardown: a fixture that uses
+    ``arkworker_factory`` may terminate its worker in its own teardown.)"""
+    yield
+    factory = getattr(item, "funcargs", {}).get("arkworker_factory")
+    if isinstance(factory, WorkerFactory):
+        problems = factory._take_errors()
+        if problems:
+            pytest.fail("arkworker: " + "\n".join(problems), pytrace=False)
+
+
 def _async_fixture(fn: Callable[..., AsyncIterator[WorkerFactory]]) -> Any:
     # Without pytest-asyncio, pytest itself reports the async fixture as unhandled when a test asks for it.
     try:
@@ -151,6 +178,6 @@ async def arkworker_factory(request: pytest.FixtureRequest) -> AsyncIterator[Wor
                 problems.append(f"worker thread {thread.name!r} leaked: still alive after teardown")
     finally:
         loop.set_exception_handler(previous)
-    problems += [f"unhandled: {_describe(context)}" for context in factory.errors]
+    problems += factory._take_errors()
     if problems:
         pytest.fail("arkworker: " + "\n".join(problems), pytrace=False)

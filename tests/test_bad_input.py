@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import logging
 import sys
 import threading
 
@@ -160,8 +159,9 @@ async def test_uvloop_missing(monkeypatch):
         ThreadWorker(answer, loop_factory="uvloop")
 
 
-async def test_worker_onerror_that_raises_is_logged(caplog):
-    """An exception in the worker's own onerror is logged, and the host still hears of the original error."""
+async def test_worker_onerror_that_raises_reaches_the_host_after_the_original_error():
+    """An exception in the worker's own onerror is not only logged: the host hears of it as a worker error,
+    after the error that onerror was handling."""
 
     def setup(port):
         def on_message(e):
@@ -173,17 +173,20 @@ async def test_worker_onerror_that_raises_is_logged(caplog):
         port.onmessage = on_message
         port.onerror = on_error
 
-    caplog.set_level(logging.ERROR, logger="arkworker")
-    heard = asyncio.get_running_loop().create_future()
+    heard: list[BaseException] = []
+    both = asyncio.Event()
+
+    def on_all_errors(event):
+        heard.append(event.error)
+        if len(heard) == 2:
+            both.set()
+
     w = ThreadWorker(setup, name="onerror-raises")
-    w.onallerrors = lambda event: heard.done() or heard.set_result(event.error)
+    w.onallerrors = on_all_errors
     w.post_message("go")
-    error = await asyncio.wait_for(heard, 5)
+    await asyncio.wait_for(both.wait(), 5)
+    assert [type(error) for error in heard] == [ValueError, KeyError]
     assert await w.terminate() == 1
-    assert isinstance(error, ValueError)
-    records = [r for r in caplog.records if "onerror handler raised" in r.getMessage()]
-    assert records
-    assert records[0].worker == "'onerror-raises'"
 
 
 async def test_unawaited_posts_waiting_for_space_are_not_reported_when_the_worker_exits():
@@ -213,3 +216,37 @@ async def test_unawaited_posts_waiting_for_space_are_not_reported_when_the_worke
     del pending
     gc.collect()
     assert reported == []
+
+
+@pytest.mark.parametrize("returns", ["the host loop", "a closed loop", "not a loop"])
+async def test_a_loop_factory_that_returns_no_new_loop_raises_worker_initialization_error(returns):
+    """loop_factory must return a new event loop: the host's running loop, a closed loop or something
+    else is refused by the constructor, which starts no thread and takes no slot."""
+    closed = asyncio.new_event_loop()
+    closed.close()
+    host = asyncio.get_running_loop()
+    factory = {"the host loop": lambda: host, "a closed loop": lambda: closed, "not a loop": lambda: 42}[
+        returns
+    ]
+    before = {t.name for t in threading.enumerate()}
+    with pytest.raises(WorkerInitializationError, match="loop_factory"):
+        ThreadWorker(answer, loop_factory=factory)
+    assert {t.name for t in threading.enumerate()} == before
+    assert not host.is_closed()
+    async with ThreadWorker(answer) as w:
+        assert await asyncio.wait_for(w.request("ok"), 5) == "ok"
+
+
+async def test_a_nan_timeout_raises_parameter_error():
+    """request(timeout=nan) is not a number of seconds >= 0: ParameterError, and nothing is sent."""
+    async with ThreadWorker(answer) as w:
+        with pytest.raises(ParameterError, match="timeout"):
+            await w.request("x", timeout=float("nan"))
+        assert w.statistics().requests == 0
+
+
+def test_an_event_time_stamp_that_is_not_a_number_raises_parameter_error():
+    """Event(type, time_stamp) needs a number for time_stamp."""
+    with pytest.raises(ParameterError, match="time_stamp"):
+        Event("progress", time_stamp="abc")
+    assert Event("progress", time_stamp=1.5).time_stamp == 1.5

@@ -781,3 +781,27 @@ async def test_a_released_memoryview_in_transfer_raises_parameter_error():
         with pytest.raises(ParameterError, match="released"):
             w.post_message(b"x", transfer=[view])
         assert await asyncio.wait_for(w.request("ok"), 5) == "ok"
+
+
+class BreaksWhenRebuilt:
+    """Pickles fine; rebuilding it raises (its reduction calls int("not a number"))."""
+
+    def __reduce__(self):
+        return (int, ("not a number",))
+
+
+@pytest.mark.parametrize("handled", [True, False], ids=["onmessageerror", "no-onmessageerror"])
+async def test_a_worker_message_the_host_cannot_rebuild_is_reported_never_dropped(handled):
+    """A message from the worker that the host cannot rebuild goes to the host's onmessageerror with a
+    SerializationError, or, without one, to the host loop's exception handler; the messages around it
+    are delivered."""
+    reported: list[BaseException] = []
+    asyncio.get_running_loop().set_exception_handler(
+        lambda loop, context: reported.append(context["exception"])
+    )
+    w = ThreadWorker(lambda port: [port.post_message(m) for m in ("before", BreaksWhenRebuilt(), "after")])
+    if handled:
+        w.onmessageerror = lambda event: reported.append(event.error)
+    assert await asyncio.wait_for(w.terminate(), 5) == 0
+    assert [m async for m in w.messages()] == ["before", "after"]
+    assert [type(exc) for exc in reported] == [SerializationError]

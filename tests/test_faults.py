@@ -865,3 +865,24 @@ async def test_a_name_that_utf8_cannot_encode_still_names_the_worker():
         comm = await asyncio.wait_for(w.request("name?"), TIMEOUT)
         assert "arkworker-a\udcffb" in worker_threads()
         assert comm == ("a?b" if sys.platform.startswith("linux") else None)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_a_base_exception_from_a_request_handler_ends_the_worker_either_way(loop_errors, kind):
+    """A request handler, sync or async, that raises a BaseException that is not an error ends the worker
+    as its crash, reported once; the request fails with WorkerNotRunningError."""
+
+    def script(port: Any) -> None:
+        def sync_handler(e: Any) -> None:
+            raise Abort("sync request handler")
+
+        async def async_handler(e: Any) -> None:
+            raise Abort("async request handler")
+
+        port.onmessage = sync_handler if kind == "sync" else async_handler
+
+    w = ThreadWorker(script)
+    with pytest.raises(WorkerNotRunningError):
+        await asyncio.wait_for(w.request("go"), TIMEOUT)
+    assert await asyncio.wait_for(w.wait(), TIMEOUT) == 1
+    assert [type(exc) for exc in loop_errors.exceptions] == [Abort]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
@@ -398,3 +399,30 @@ async def test_worker_port_proxy_makes_global_calls():
     async with ThreadWorker(setup) as w:
         w.register_global_call_object("obj", Store())
         assert await w.request("go") == 9
+
+
+async def test_a_base_exception_from_the_host_method_is_raised_in_the_worker_not_timed_out():
+    """A host method that raises a BaseException that is not an error answers the worker with it at once
+    (SPEC: the host method's exception is re-raised in the worker), instead of leaving the worker to wait
+    out its timeout."""
+
+    class Abort(BaseException):
+        pass
+
+    class Host:
+        def boom(self):
+            raise Abort("from the host method")
+
+    def script(port):
+        def on_message(e):
+            try:
+                port.call_global_call_object_method("host", "boom", 5000)
+            except BaseException as exc:
+                return type(exc).__name__
+            return "no exception"
+
+        port.onmessage = on_message
+
+    async with ThreadWorker(script) as w:
+        w.register_global_call_object("host", Host())
+        assert await asyncio.wait_for(w.request("go"), 3) == "Abort"

@@ -154,7 +154,7 @@ async def test_expected_crash(arkworker_factory):
     arkworker_factory.errors.clear()
 """,
     )
-    result.assert_outcomes(passed=2, errors=1)
+    result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(
         ["*unhandled: unhandled error in worker 'crasher'*", "*ValueError: boom from worker"]
     )
@@ -178,7 +178,7 @@ async def test_callback_raises(arkworker_factory):
     assert await w.terminate() == 0  # the reply is dispatched before the exit
 """,
     )
-    result.assert_outcomes(passed=1, errors=1)
+    result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         ["*unhandled: exception in a callback of worker 'host-cb'*", "*RuntimeError: host callback failed"]
     )
