@@ -602,8 +602,8 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
             schedule(self._loop, result)
 
     def _not_rebuilt(self, exc: SerializationError) -> None:
-        """A message from the worker cannot be rebuilt here: it goes to ``onmessageerror``, or without one to
-        the host loop's exception handler, never nowhere."""
+        """A message from the worker cannot be rebuilt here: it goes to ``onmessageerror``, or, without one,
+        to the host loop's exception handler, so that it is never dropped silently."""
         if self._callbacks("messageerror"):
             self._message_error(exc)
         else:
