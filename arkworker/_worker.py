@@ -179,8 +179,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         self._buffer = MessageBuffer(self._outbox.mark_done)
         self._global_objects: dict[str, object] = {}
         self._exit_code: int | None = None
-        self._exit_waiters: list[asyncio.Future[int]] | None = []  # None once the exit is settled
-        self._exit_asked = -1  # how many items were dispatched when terminate() or wait() was last called
+        self._exit_waiters: list[_ExitFuture] | None = []  # None once the exit is settled
         self._parent = current_port()
         if self._parent is not None:
             self._parent._children[self] = None
@@ -429,14 +428,12 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         return await self._exit_future()
 
     def _exit_future(self) -> asyncio.Future[int]:
-        future: asyncio.Future[int] = self._loop.create_future()
         if self._exit_waiters is None:
+            future: asyncio.Future[int] = self._loop.create_future()
             future.set_result(cast("int", self._exit_code))
         else:
+            future = _ExitFuture(self)
             self._exit_waiters.append(future)
-            self._exit_asked = self._received + self._errors  # counts the items dispatched so far
-            if self._busy is not None:
-                self._let_go_if_waiting_on_itself()
         return future
 
     async def __aenter__(self) -> Self:
@@ -495,12 +492,10 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
             self._on_exited(item)
 
     def _hold(self, awaitable: Awaitable[None]) -> None:
-        """An async callback runs: what the worker sent after its item waits until it is done, unless
-        the callback asked for this worker's exit (``lambda e: w.terminate()``), which is queued behind."""
+        """An async callback runs: what the worker sent after its item waits until it is done."""
         task = self._loop.create_task(cast("Coroutine[Any, Any, None]", awaitable))
-        if self._exit_asked != self._received + self._errors:
-            self._busy = task
-            task.add_done_callback(self._resume)
+        self._busy = task
+        task.add_done_callback(self._resume)
 
     def _resume(self, task: asyncio.Task[None]) -> None:
         if self._busy is task:  # it still holds the delivery
@@ -508,10 +503,10 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
             self._pump()
 
     def _let_go_if_waiting_on_itself(self) -> None:
-        # From request(), terminate() and wait(). If the async callback that holds the delivery is the
-        # caller, it waits for something queued behind itself (an answer, the exit): the delivery goes on
-        # without it, a pass later, and it resumes in its turn.
-        if asyncio.current_task() is self._busy:
+        # From request() and from a task starting to wait for the exit. If the async callback that holds
+        # the delivery is that task, it waits for something queued behind itself (an answer, the exit):
+        # the delivery goes on without it, a pass later, and it resumes in its turn.
+        if self._busy is not None and asyncio.current_task() is self._busy:
             self._busy = None
             self._loop.call_soon(self._pump)
 
@@ -675,6 +670,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
     def _settle_exit(self) -> None:
         waiters, self._exit_waiters = self._exit_waiters or [], None
         for future in waiters:
+            future.worker = None
             if not future.done():
                 future.set_result(cast("int", self._exit_code))
 
@@ -693,6 +689,22 @@ def _check_options(
     if priority is None or isinstance(priority, ThreadWorkerPriority):
         return priority
     raise ParameterError(f"priority must be a ThreadWorkerPriority, not {priority!r}")
+
+
+class _ExitFuture(asyncio.Future[int]):
+    """The exit code of ``worker``, to come. A host callback of that worker that holds its delivery and
+    starts waiting for it (awaited, directly or through ``wait_for`` or ``gather``) stops holding the
+    delivery: the exit is queued behind the callback. Merely calling ``terminate()`` does not."""
+
+    def __init__(self, worker: ThreadWorker) -> None:
+        super().__init__(loop=worker._loop)
+        self.worker: ThreadWorker | None = worker  # None once settled
+
+    def add_done_callback(self, fn: Callable[[Self], object], *, context: Any = None) -> None:
+        # Called by whatever starts waiting for this future, in that waiter's task.
+        if self.worker is not None:
+            self.worker._let_go_if_waiting_on_itself()
+        super().add_done_callback(fn, context=context)
 
 
 def _raise(exc: BaseException) -> None:

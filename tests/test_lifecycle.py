@@ -593,3 +593,42 @@ async def test_a_host_callback_returning_its_workers_exit_does_not_hold_the_deli
     w.onmessage = on_message
     assert await asyncio.wait_for(w.wait(), TIMEOUT) == 0
     assert seen == [0, 1, 2]
+
+
+async def test_calling_terminate_without_awaiting_it_in_an_async_host_callback_keeps_the_order():
+    """An async host callback that calls terminate() without awaiting it (SPEC allows that) still holds
+    the delivery until it returns: later messages, onexit and wait() come after it."""
+    log: list[str] = []
+    w = ThreadWorker(lambda port: [port.post_message(k) for k in range(1, 4)])
+
+    async def on_message(e):
+        log.append(f"start {e.data}")
+        if e.data == 1:
+            w.terminate()
+            await asyncio.sleep(0)
+        log.append(f"end {e.data}")
+
+    w.onmessage = on_message
+    w.onexit = lambda code: log.append("exit")
+    assert await asyncio.wait_for(w.wait(), TIMEOUT) == 0
+    assert log == ["start 1", "end 1", "start 2", "end 2", "start 3", "end 3", "exit"]
+
+
+async def test_an_async_host_callback_may_wait_for_its_workers_exit_through_wait_for():
+    """Awaiting the exit through asyncio.wait_for inside an async host callback, with messages behind it,
+    settles: the callback stops holding the delivery once it waits."""
+    seen: list[object] = []
+    codes: list[int] = []
+    done = asyncio.Event()
+    w = ThreadWorker(lambda port: [port.post_message(k) for k in range(3)])
+
+    async def on_message(e):
+        seen.append(e.data)
+        if e.data == 0:
+            codes.append(await asyncio.wait_for(w.terminate(), TIMEOUT))
+            done.set()
+
+    w.onmessage = on_message
+    await asyncio.wait_for(done.wait(), TIMEOUT)
+    assert codes == [0]
+    assert seen == [0, 1, 2]
