@@ -387,7 +387,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         except BaseException as exc:  # noqa: BLE001 - raised again in the worker
             call.reply.set(error=exc)
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                self._loop.call_soon(_raise, exc)  # it leaves the host loop too, as in asyncio
+                self._report_callback_error(exc)  # it leaves the host loop too, as in asyncio
             return
         if inspect.isawaitable(result) or inspect.isgenerator(result) or inspect.isasyncgen(result):
             if inspect.iscoroutine(result):
@@ -491,11 +491,12 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         elif type(item) is proto.Exited:
             self._on_exited(item)
 
-    def _hold(self, awaitable: Awaitable[None]) -> None:
+    def _hold(self, awaitable: Awaitable[None]) -> asyncio.Task[None]:
         """An async callback runs: what the worker sent after its item waits until it is done."""
         task = self._loop.create_task(cast("Coroutine[Any, Any, None]", awaitable))
         self._busy = task
         task.add_done_callback(self._resume)
+        return task
 
     def _resume(self, task: asyncio.Task[None]) -> None:
         if self._busy is task:  # it still holds the delivery
@@ -612,10 +613,11 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
 
     def _report_callback_error(self, exc: BaseException) -> None:
         """A host callback raised ``exc``: it goes to the host loop's exception handler, as asyncio does with
-        a callback's. ``KeyboardInterrupt`` and ``SystemExit`` leave the loop, as in asyncio, but a pass
-        later: the delivery in progress first finishes its bookkeeping."""
+        a callback's. ``KeyboardInterrupt`` and ``SystemExit`` leave the loop, as in asyncio: raised again
+        by a task that holds the delivery, so that nothing more is dispatched, but the item in hand still
+        finishes its bookkeeping. Run again, the loop delivers the rest."""
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            self._loop.call_soon(_raise, exc)
+            self._hold(_raise(exc)).add_done_callback(asyncio.Task.exception)  # it left the loop: seen
             return
         self._loop.call_exception_handler(
             {"message": f"exception in a callback of worker {self._label}", "exception": exc, "worker": self}
@@ -707,7 +709,7 @@ class _ExitFuture(asyncio.Future[int]):
         super().add_done_callback(fn, context=context)
 
 
-def _raise(exc: BaseException) -> None:
+async def _raise(exc: BaseException) -> None:
     raise exc
 
 
