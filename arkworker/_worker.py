@@ -179,7 +179,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         self._buffer = MessageBuffer(self._outbox.mark_done)
         self._global_objects: dict[str, object] = {}
         self._exit_code: int | None = None
-        self._exit_waiters: list[_ExitFuture] | None = []  # None once the exit is settled
+        self._exit_waiters: list[asyncio.Future[int]] | None = []  # None once the exit is settled
         self._parent = current_port()
         if self._parent is not None:
             self._parent._children[self] = None
@@ -428,9 +428,15 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         return await self._exit_future()
 
     def _exit_future(self) -> asyncio.Future[int]:
+        future: asyncio.Future[int]
         if self._exit_waiters is None:
-            future: asyncio.Future[int] = self._loop.create_future()
+            future = self._loop.create_future()
             future.set_result(cast("int", self._exit_code))
+        elif self._busy is None and asyncio.current_task() is not None:
+            # No callback holds the delivery, and the caller is a task, not a plain callback (which the
+            # delivery may be about to hold, awaiting its result): no waiter of this future can hold it.
+            future = self._loop.create_future()
+            self._exit_waiters.append(future)
         else:
             future = _ExitFuture(self)
             self._exit_waiters.append(future)
@@ -672,7 +678,8 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
     def _settle_exit(self) -> None:
         waiters, self._exit_waiters = self._exit_waiters or [], None
         for future in waiters:
-            future.worker = None
+            if type(future) is _ExitFuture:
+                future.worker = None
             if not future.done():
                 future.set_result(cast("int", self._exit_code))
 
