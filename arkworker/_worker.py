@@ -623,7 +623,11 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         by a task that holds the delivery, so that nothing more is dispatched, but the item in hand still
         finishes its bookkeeping. Run again, the loop delivers the rest."""
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            self._hold(_raise(exc)).add_done_callback(asyncio.Task.exception)  # it left the loop: seen
+            # From a global call, an async callback may hold the delivery already: it keeps the hold.
+            raising = (
+                self._loop.create_task(_raise(exc)) if self._busy is not None else self._hold(_raise(exc))
+            )
+            raising.add_done_callback(asyncio.Task.exception)  # it left the loop: seen
             return
         self._loop.call_exception_handler(
             {"message": f"exception in a callback of worker {self._label}", "exception": exc, "worker": self}

@@ -10,6 +10,7 @@ import threading
 import pytest
 from support import answer
 
+import arkworker
 from arkworker import (
     Event,
     GlobalCallMethodNotCallableError,
@@ -229,11 +230,12 @@ async def test_a_loop_factory_that_returns_no_new_loop_raises_worker_initializat
         returns
     ]
     before = {t.name for t in threading.enumerate()}
+    arkworker.set_max_workers(1)
     with pytest.raises(WorkerInitializationError, match="loop_factory"):
         ThreadWorker(answer, loop_factory=factory)
     assert {t.name for t in threading.enumerate()} == before
     assert not host.is_closed()
-    async with ThreadWorker(answer) as w:
+    async with ThreadWorker(answer) as w:  # the one slot is free
         assert await asyncio.wait_for(w.request("ok"), 5) == "ok"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import uuid
 
@@ -515,6 +516,47 @@ def test_an_exit_signal_from_a_host_callback_leaves_the_loop_and_delivery_resume
         assert got == [0]
         assert loop.run_until_complete(asyncio.wait_for(w.terminate(), 5)) == 0
         assert got == [0, 1, 2]
+    finally:
+        loop.close()
+
+
+def test_an_exit_signal_from_a_global_call_keeps_the_hold_of_a_running_async_callback():
+    """A global-call host method raising SystemExit leaves the host loop while an async host callback
+    holds the delivery; run again, the later messages still wait for that callback to finish."""
+    log: list[str] = []
+    loop = asyncio.new_event_loop()
+
+    class Host:
+        def stop(self):
+            raise SystemExit
+
+    def script(port):
+        def on_message(e):
+            port.post_message(0)
+            with contextlib.suppress(BaseException):  # SystemExit comes back here: it is not the worker's
+                port.call_global_call_object_method("host", "stop", 5000)
+            port.post_message(1)
+
+        port.onmessage = on_message
+
+    try:
+        w = loop.run_until_complete(_start(script))
+        w.register_global_call_object("host", Host())
+        release = loop.create_future()
+
+        async def on_message(e):
+            log.append(f"start {e.data}")
+            if e.data == 0:
+                await release
+            log.append(f"end {e.data}")
+
+        w.onmessage = on_message
+        w.post_message("go")
+        with pytest.raises(SystemExit):
+            loop.run_until_complete(asyncio.wait_for(w.wait(), 5))
+        loop.call_later(0.05, release.set_result, None)
+        assert loop.run_until_complete(asyncio.wait_for(w.terminate(), 5)) == 0
+        assert log == ["start 0", "end 0", "start 1", "end 1"]
     finally:
         loop.close()
 
