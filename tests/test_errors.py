@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import threading
 import uuid
+from collections.abc import Iterator
 
 import pytest
 from support import answer, failing
@@ -501,30 +502,29 @@ def test_an_exit_signal_from_a_host_callback_leaves_the_loop_and_delivery_resume
     """KeyboardInterrupt or SystemExit raised by a host callback leaves the host loop, as in asyncio,
     before anything else is dispatched; run again, the loop delivers the rest and finishes the exit."""
     got: list[object] = []
-    loop = asyncio.new_event_loop()
-    try:
-        w = loop.run_until_complete(_start(lambda port: [port.post_message(k) for k in range(3)]))
 
-        def on_message(e):
-            got.append(e.data)
-            if e.data == 0:
-                raise signal
+    def on_message(e):
+        got.append(e.data)
+        if e.data == 0:
+            raise signal
 
-        w.onmessage = on_message
+    def script(port):
+        for k in range(3):
+            port.post_message(k)
+
+    with _own_loop() as (loop, workers):
+        w = loop.run_until_complete(_start(workers, script, on_message))
         with pytest.raises(signal):
             loop.run_until_complete(asyncio.wait_for(w.wait(), 5))
         assert got == [0]
         assert loop.run_until_complete(asyncio.wait_for(w.terminate(), 5)) == 0
         assert got == [0, 1, 2]
-    finally:
-        loop.close()
 
 
 def test_an_exit_signal_from_a_global_call_keeps_the_hold_of_a_running_async_callback():
     """A global-call host method raising SystemExit leaves the host loop while an async host callback
     holds the delivery; run again, the later messages still wait for that callback to finish."""
     log: list[str] = []
-    loop = asyncio.new_event_loop()
 
     class Host:
         def stop(self):
@@ -539,9 +539,7 @@ def test_an_exit_signal_from_a_global_call_keeps_the_hold_of_a_running_async_cal
 
         port.onmessage = on_message
 
-    try:
-        w = loop.run_until_complete(_start(script))
-        w.register_global_call_object("host", Host())
+    with _own_loop() as (loop, workers):
         release = loop.create_future()
 
         async def on_message(e):
@@ -550,16 +548,33 @@ def test_an_exit_signal_from_a_global_call_keeps_the_hold_of_a_running_async_cal
                 await release
             log.append(f"end {e.data}")
 
-        w.onmessage = on_message
+        w = loop.run_until_complete(_start(workers, script, on_message))
+        w.register_global_call_object("host", Host())
         w.post_message("go")
         with pytest.raises(SystemExit):
             loop.run_until_complete(asyncio.wait_for(w.wait(), 5))
         loop.call_later(0.05, release.set_result, None)
         assert loop.run_until_complete(asyncio.wait_for(w.terminate(), 5)) == 0
         assert log == ["start 0", "end 0", "start 1", "end 1"]
+
+
+@contextlib.contextmanager
+def _own_loop() -> Iterator[tuple[asyncio.AbstractEventLoop, list[ThreadWorker]]]:
+    """A loop the test runs by hand, and the workers started on it, terminated even if the test fails."""
+    loop = asyncio.new_event_loop()
+    workers: list[ThreadWorker] = []
+    try:
+        yield loop, workers
     finally:
+        for w in workers:
+            with contextlib.suppress(BaseException):
+                loop.run_until_complete(asyncio.wait_for(w.terminate(), 5))
         loop.close()
 
 
-async def _start(script):
-    return ThreadWorker(script)
+async def _start(workers, script, on_message):
+    # The handler is set in the step that makes the worker, before the loop can dispatch anything.
+    w = ThreadWorker(script)
+    w.onmessage = on_message
+    workers.append(w)
+    return w
