@@ -185,6 +185,11 @@ PLAIN_RESULTS: frozenset[type] = frozenset({type(None), bool, int, float, str, b
 """Types a handler's result can have that are surely not awaitable: no need to ask ``inspect``."""
 
 
+CALLBACK_ERRORS = (Exception, asyncio.CancelledError)
+"""What a plain callback may raise as its own error. A ``CancelledError`` raised by one (``.result()`` of a
+cancelled future, say) is one too: no task is being cancelled while a plain callback runs."""
+
+
 class EventTarget:
     """Handler properties and listeners of one side. Call only on that side's loop thread."""
 
@@ -203,6 +208,9 @@ class EventTarget:
     onerror = Handler()
     """Called with the ``ErrorEvent`` of a worker error. On the host, without ``onallerrors``, the worker
     then terminates; in the worker it runs before the host hears of the error."""
+
+    # What a callback may raise for this side's error path to take; anything else leaves the dispatch.
+    _callback_errors: ClassVar[tuple[type[BaseException], ...]] = CALLBACK_ERRORS
 
     # Event types whose ``dispatch_event`` also calls a handler property.
     _PROPERTY_FOR: ClassVar[dict[str, str]] = {
@@ -275,7 +283,9 @@ class EventTarget:
         self._check_usable()
         if not isinstance(event, Event):
             raise ParameterError(f"dispatch_event needs an Event, not {_typename(event)}")
-        rest = call_in_order(self._callbacks(event.type), event, self._report_callback_error)
+        rest = call_in_order(
+            self._callbacks(event.type), event, self._report_callback_error, self._callback_errors
+        )
         if rest is not None:
             schedule(asyncio.get_running_loop(), rest)
         return True
@@ -316,11 +326,6 @@ class EventTarget:
         raise NotImplementedError
 
 
-CALLBACK_ERRORS = (Exception, asyncio.CancelledError)
-"""What a plain callback may raise as its own error. A ``CancelledError`` raised by one (``.result()`` of a
-cancelled future, say) is one too: no task is being cancelled while a plain callback runs."""
-
-
 def call_in_order(
     callbacks: Sequence[Callback],
     payload: object,
@@ -338,25 +343,48 @@ def call_in_order(
             report(exc)
             continue
         if result is not None and inspect.isawaitable(result):
-            return await_in_order(result, callbacks[index + 1 :], payload, report)
+            return await_in_order(result, callbacks[index + 1 :], payload, report, catch)
     return None
 
 
 async def await_in_order(
-    first: Awaitable[Any], rest: Sequence[Callback], payload: object, report: Callable[[BaseException], None]
+    first: Awaitable[Any],
+    rest: Sequence[Callback],
+    payload: object,
+    report: Callable[[BaseException], None],
+    catch: type[BaseException] | tuple[type[BaseException], ...] = Exception,
 ) -> None:
-    """Await ``first``, then call and await each of ``rest`` with ``payload``; errors go to ``report``."""
+    """Await ``first``, then call and await each of ``rest`` with ``payload``.
+
+    An exception of the kinds in ``catch`` goes to ``report`` and never stops the others, and so does a
+    ``CancelledError`` that ends a callback while this task is not being cancelled: the callback's own
+    (it awaited a cancelled future, say). A cancellation of this task stops it.
+    """
     try:
         await first
-    except Exception as exc:  # noqa: BLE001 - reported, never lost
+    except asyncio.CancelledError as exc:
+        if _being_cancelled():
+            raise
+        report(exc)
+    except catch as exc:  # reported, never lost
         report(exc)
     for fn in rest:
         try:
             result = fn(payload)
             if result is not None and inspect.isawaitable(result):
                 await result
-        except Exception as exc:  # noqa: BLE001 - reported, never lost
+        except asyncio.CancelledError as exc:
+            if _being_cancelled():
+                raise
             report(exc)
+        except catch as exc:  # reported, never lost
+            report(exc)
+
+
+def _being_cancelled() -> bool:
+    """True iff the running task has a cancellation pending (or cannot tell: not an asyncio ``Task``)."""
+    cancelling = getattr(asyncio.current_task(), "cancelling", None)
+    return cancelling is None or cancelling() > 0
 
 
 def _check_type(type: object) -> None:  # noqa: A002

@@ -211,8 +211,10 @@ class ThreadWorkerGlobalScope(EventTarget):
             self._spawn(self._report_after(result, report))
 
     async def _report_after(self, awaitable: Awaitable[None], report: proto.ErrorReport) -> None:
-        await awaitable
-        self._outbox.put(report, counted=False)
+        try:
+            await awaitable
+        finally:  # the host hears of the error however onerror ends, an exit's cancellation included
+            self._outbox.put(report, counted=False)
 
     def _onerror_failed(self, exc: BaseException) -> None:
         # Not the worker's error path again, which could loop for ever: only the host hears of it, after

@@ -110,6 +110,9 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         ``loop_factory`` fails.
     """
 
+    # A host callback's exception of any kind goes to the loop's exception handler (exit signals leave it).
+    _callback_errors = (BaseException,)
+
     onallerrors = Handler()
     """Called with the ``ErrorEvent`` of every worker error; the worker keeps running. Takes precedence
     over ``onerror``."""
@@ -538,7 +541,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
                 self._report_callback_error(exc)
                 return True
             if result is not None and type(result) not in PLAIN_RESULTS and inspect.isawaitable(result):
-                self._hold(await_in_order(result, (), None, self._report_callback_error))
+                self._hold(await_in_order(result, (), None, self._report_callback_error, BaseException))
             return True
         callbacks = self._callbacks("message")
         if not callbacks:
@@ -676,8 +679,10 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
             schedule(self._loop, self._settle_after(result))
 
     async def _settle_after(self, awaitable: Awaitable[None]) -> None:
-        await awaitable
-        self._settle_exit()
+        try:
+            await awaitable
+        finally:  # however the exit callbacks end, the exit is settled
+            self._settle_exit()
 
     def _settle_exit(self) -> None:
         waiters, self._exit_waiters = self._exit_waiters or [], None

@@ -14,6 +14,7 @@ from support import answer, failing
 import arkworker
 from arkworker import (
     ErrorEvent,
+    Event,
     InvalidScriptError,
     NotInWorkerError,
     ParameterError,
@@ -495,6 +496,122 @@ async def test_a_host_callback_raising_a_base_exception_is_reported_and_delivery
     assert got == [0, 1, 2, 3]
     assert [type(exc) for exc in reported] == [Abort]
     assert w.statistics().host_inbox_depth == 0
+
+
+class _Abort(BaseException):
+    """Neither an error nor an exit signal."""
+
+
+async def _cancelled() -> None:
+    """Await a cancelled future: a callback ends with a CancelledError of its own, no task is cancelled."""
+    future = asyncio.get_running_loop().create_future()
+    future.cancel()
+    await future
+
+
+@pytest.mark.parametrize("ending", [_Abort, asyncio.CancelledError])
+async def test_an_async_host_callback_ending_with_a_base_exception_is_reported_and_delivery_goes_on(ending):
+    """An async host onmessage and onexit that end with a BaseException (one that is not an exit signal, or
+    a CancelledError of their own) go to the loop's exception handler: the listeners after them still run,
+    the later messages are delivered, and terminate(), wait() and leaving `async with` return."""
+    reported: list[BaseException] = []
+    asyncio.get_running_loop().set_exception_handler(
+        lambda loop, context: reported.append(context["exception"])
+    )
+    log: list[object] = []
+
+    async def fail(_data: object) -> None:
+        if ending is _Abort:
+            raise _Abort
+        await _cancelled()
+
+    async def on_message(e):
+        await fail(e.data)
+
+    async def on_exit(code):
+        await fail(code)
+
+    async with ThreadWorker(lambda port: [port.post_message(k) for k in range(3)]) as w:
+        w.onmessage = on_message
+        w.on("message", lambda e: log.append(e.data))
+        w.onexit = on_exit
+        w.on("exit", lambda code: log.append(("exit", code)))
+        assert await asyncio.wait_for(w.terminate(), 5) == 0
+        assert await asyncio.wait_for(w.wait(), 5) == 0
+    assert log == [0, 1, 2, ("exit", 0)]
+    assert [type(exc) for exc in reported] == [ending] * 4
+
+
+async def test_dispatch_event_on_the_host_reports_a_base_exception_and_calls_the_rest():
+    """A host listener raising a BaseException that is not an exit signal, sync or async, is reported to
+    the loop's exception handler by dispatch_event, and the listeners after it are still called."""
+    reported: list[BaseException] = []
+    asyncio.get_running_loop().set_exception_handler(
+        lambda loop, context: reported.append(context["exception"])
+    )
+    log: list[str] = []
+    done = asyncio.Event()
+
+    def sync_abort(_e):
+        raise _Abort
+
+    async def async_abort(_e):
+        raise _Abort
+
+    async with ThreadWorker(answer) as w:
+        w.on("sync", sync_abort)
+        w.on("sync", lambda e: log.append("after sync"))
+        w.on("async", async_abort)
+        w.on("async", lambda e: [log.append("after async"), done.set()])
+        assert w.dispatch_event(Event("sync")) is True
+        assert log == ["after sync"]
+        assert w.dispatch_event(Event("async")) is True
+        await asyncio.wait_for(done.wait(), 5)
+    assert log == ["after sync", "after async"]
+    assert [type(exc) for exc in reported] == [_Abort, _Abort]
+
+
+async def test_a_worker_async_handler_ending_with_its_own_cancelled_error_is_a_worker_error():
+    """In the worker, an async onmessage that ends with a CancelledError of its own (no task was cancelled)
+    is a worker error, as the same raise from a sync handler is: the host's onerror hears of it and the
+    exit code is 1; the worker's listeners after it still run."""
+    heard: list[str] = []
+
+    def script(port):
+        async def on_message(e):
+            await _cancelled()
+
+        port.onmessage = on_message
+        port.on("message", lambda e: port.post_message(("after", e.data)))
+
+    async with ThreadWorker(script) as w:
+        w.onallerrors = lambda event: heard.append(event.message)
+        await w.post_message(1)
+        assert await asyncio.wait_for(anext(aiter(w.messages())), 5) == ("after", 1)
+        assert await asyncio.wait_for(w.terminate(), 5) == 1
+    assert heard == ["CancelledError: "]
+
+
+async def test_the_host_hears_of_a_worker_error_whose_async_onerror_ends_with_a_cancelled_error():
+    """A worker error whose worker-side async onerror ends with a CancelledError of its own still reaches
+    the host, first, followed by the onerror's own failure; the exit code is 1."""
+    heard: list[str] = []
+
+    def script(port):
+        async def on_error(_event):
+            await _cancelled()
+
+        def on_message(e):
+            raise ValueError("real error")
+
+        port.onerror = on_error
+        port.onmessage = on_message
+
+    w = ThreadWorker(script)
+    w.onallerrors = lambda event: heard.append(event.message)
+    await w.post_message(1)
+    assert await asyncio.wait_for(w.terminate(), 5) == 1  # terminate() waits for the error reports
+    assert heard == ["ValueError: real error", "CancelledError: "]
 
 
 @pytest.mark.parametrize("signal", [KeyboardInterrupt, SystemExit])
