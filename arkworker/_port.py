@@ -161,7 +161,8 @@ class ThreadWorkerGlobalScope(EventTarget):
         if self._state >= _TERMINATING:
             return
         self._state = _TERMINATING
-        self._outbox.put(proto.CLOSING, counted=False)
+        if self._held is None:  # while the top level runs, _begin() sends CLOSING after what it posted
+            self._outbox.put(proto.CLOSING, counted=False)
         self._outbox.lift_limit()  # the current handler finishes without waiting for the host's reader
         self._finish()
 
@@ -478,24 +479,26 @@ class ThreadWorkerGlobalScope(EventTarget):
         _ports[threading.get_ident()] = self
         self._loop.set_exception_handler(self._loop_exception)
         self._loop.set_task_factory(self._new_task)
+        ran = False
         try:
             life = run_top_level(self._script, self)
+            ran = True
         except CALLBACK_ERRORS as exc:  # the error path of a failed start
             self._handler_error(exc)
             self.close()
         except BaseException as exc:  # noqa: BLE001 - reported as the thread's crash
             self._die(exc)
         held, self._held = self._held or [], None
-        if self._state is not _STARTING:
-            # The top level failed: what it posted, and what its onerror posted, is still delivered,
-            # though the host never sees RUNNING.
-            for payload in held:
-                self._outbox.put(payload)
-            return
-        self._state = _RUNNING
-        self._outbox.put(proto.STARTED, counted=False)
+        # The host sees RUNNING before what the top level posted, unless it failed (what it and its
+        # onerror posted is still delivered), and it sees a close() made there after those posts.
+        if ran:
+            self._outbox.put(proto.STARTED, counted=False)
         for payload in held:
             self._outbox.put(payload)
+        if self._state is not _STARTING:
+            self._outbox.put(proto.CLOSING, counted=False)
+            return
+        self._state = _RUNNING
         self._inbox.on_ready = self._pump
         self._inbox.on_urgent = self._on_urgent
         if inspect.iscoroutine(life):

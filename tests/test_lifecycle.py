@@ -76,6 +76,22 @@ async def test_states_progress_starting_running_terminating_terminated():
     assert w.statistics().state is WorkerState.TERMINATED
 
 
+async def test_a_script_that_closes_itself_at_top_level_still_reaches_running_first():
+    """A top level that posts and then calls close() ran without failing: the host sees RUNNING before it
+    dispatches those posts, then TERMINATING, and the exit code is 0."""
+    seen_at_dispatch: list[tuple[object, WorkerState]] = []
+
+    def script(port):
+        port.post_message("first")
+        port.post_message("second")
+        port.close()
+
+    w = ThreadWorker(script)
+    w.onmessage = lambda e: seen_at_dispatch.append((e.data, w.state))
+    assert await asyncio.wait_for(w.wait(), TIMEOUT) == 0
+    assert seen_at_dispatch == [("first", WorkerState.RUNNING), ("second", WorkerState.RUNNING)]
+
+
 async def test_terminate_without_await_then_wait():
     """terminate() may be called without awaiting; wait() then gives the exit code after the worker ended."""
     w = ThreadWorker(echo)
