@@ -7,6 +7,7 @@ that does not await sees a stable worker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import itertools
 import logging
@@ -452,14 +453,24 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self.terminate()
+        try:
+            with _shielded_from_anyio():  # its cancel scopes cancel every await, this one too
+                await self.terminate()
+        except BaseException:
+            self._leave_context(raising=False)
+            raise
+        self._leave_context(raising=exc_type is None)
+
+    def _leave_context(self, *, raising: bool) -> None:
+        # From here on an unhandled worker error goes to the loop's exception handler. One that came
+        # while in the block is raised, or reported if the block raised or the wait was cancelled.
         self._in_context = False
-        if self._unhandled is None:
+        crash = self._unhandled
+        if crash is None:
             return
-        if exc_type is None:
-            crash = self._unhandled
+        if raising:
             raise WorkerCrashedError(f"worker {self._label} crashed: {describe(crash)}") from crash
-        self._report_unhandled(self._unhandled)  # the body's own exception wins; this one is reported
+        self._report_unhandled(crash)
 
     def _check_usable(self) -> None:
         if self._state is _TERMINATED:
@@ -723,6 +734,12 @@ class _ExitFuture(asyncio.Future[int]):
         if self.worker is not None:
             self.worker._let_go_if_waiting_on_itself()
         super().add_done_callback(fn, context=context)
+
+
+def _shielded_from_anyio() -> contextlib.AbstractContextManager[object]:
+    """A shield from anyio's cancel scopes, if anyio is in use (else none can be active)."""
+    anyio = sys.modules.get("anyio")
+    return contextlib.nullcontext() if anyio is None else anyio.CancelScope(shield=True)
 
 
 async def _raise(exc: BaseException) -> None:

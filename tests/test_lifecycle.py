@@ -92,6 +92,37 @@ async def test_a_script_that_closes_itself_at_top_level_still_reaches_running_fi
     assert seen_at_dispatch == [("first", WorkerState.RUNNING), ("second", WorkerState.RUNNING)]
 
 
+async def test_leaving_async_with_in_a_cancelled_anyio_scope_still_awaits_the_exit():
+    """anyio's cancel scopes cancel every await inside them, the exit's too: leaving `async with` in a
+    cancelled scope still waits until the worker has ended, and a worker error that came meanwhile goes to
+    the loop's exception handler (the block's cancellation is what propagates)."""
+    anyio = pytest.importorskip("anyio")
+    reported: list[BaseException] = []
+    asyncio.get_running_loop().set_exception_handler(
+        lambda loop, context: reported.append(context["exception"])
+    )
+    started = threading.Event()
+
+    def script(port):
+        async def on_message(e):
+            started.set()
+            await asyncio.sleep(0.05)  # still running when terminate() comes: SPEC lets it finish
+            raise RuntimeError("late error")
+
+        port.onmessage = on_message
+
+    with anyio.CancelScope() as scope:
+        async with ThreadWorker(script) as w:
+            await w.post_message("go")
+            assert await wait_thread(started)
+            scope.cancel()
+            await anyio.sleep(TIMEOUT)
+    assert scope.cancelled_caught
+    assert w.state is WorkerState.TERMINATED
+    assert await asyncio.wait_for(w.wait(), TIMEOUT) == 1
+    assert [str(exc) for exc in reported] == ["late error"]
+
+
 async def test_terminate_without_await_then_wait():
     """terminate() may be called without awaiting; wait() then gives the exit code after the worker ended."""
     w = ThreadWorker(echo)
