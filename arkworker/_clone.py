@@ -8,7 +8,8 @@ Pure functions, no threads and no loops. ``pack`` runs on the sender's thread an
   str or a bytes) is copied with ``.copy()``: its items need no copy, so this is what pickle would give,
   and the receiver has nothing to rebuild.
 - Everything else is pickled (protocol 5), so the receiver can never mutate the sender's objects. Classes
-  travel by reference, as pickle always does: both ends share one process.
+  travel by reference, as both ends share one process: pickle names them, and a class it cannot name
+  (defined inside a function) crosses as a reference. A message that is a function is refused.
 - A buffer listed in ``transfer`` crosses by reference without a copy; a transferred ``memoryview`` is
   released on the sender's side and the receiver gets a fresh view of the same memory.
 - An instance of a ``@sendable`` class is copied like anything else, except inside
@@ -18,9 +19,11 @@ Pure functions, no threads and no loops. ``pack`` runs on the sender's thread an
 
 from __future__ import annotations
 
+import functools
 import io
 import pickle
 import threading
+import types
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -40,6 +43,10 @@ _MUTABLE: frozenset[type] = frozenset({dict, list, set, bytearray})  # the commo
 FLAT_ITEMS = 8  # the most keys or items a flat dict or list may hold to be copied without pickle
 _FIXED_SIZE: frozenset[type] = frozenset({type(None), bool, int, float})  # int: a small one
 _FRAME_SIZE = 64 * 1024  # pickle (protocol 5) frames its output by this much; smaller fits one frame
+# A message that is one of these is refused: pickle would only name the function, not copy it.
+_FUNCTIONS: frozenset[type] = frozenset(
+    {types.FunctionType, types.BuiltinFunctionType, types.MethodType, functools.partial}
+)
 NO_TRANSFER: tuple[()] = ()
 """The default ``transfer``: nothing moves. Any other value is checked, ``None`` and ``[]`` included."""
 
@@ -113,7 +120,14 @@ def sharing() -> bool:
     return _state.share
 
 
-class _TransferPickler(pickle.Pickler):
+class _ClassesByReference(pickle.Pickler):
+    """Pickles classes by reference rather than by name (inside a pack)."""
+
+    def reducer_override(self, obj: object) -> Any:  # a reduction, or NotImplemented
+        return reduce_shared(obj) if isinstance(obj, type) else NotImplemented
+
+
+class _TransferPickler(_ClassesByReference):
     def __init__(self, file: io.BytesIO, transfer_ids: dict[int, int]) -> None:
         super().__init__(file, protocol=5)
         self._transfer_ids = transfer_ids
@@ -181,6 +195,11 @@ def pack(data: object, transfer: Sequence[object], *, share: bool, max_size: int
             return data
     elif len(transfer) == 1 and data is transfer[0] and not isinstance(data, memoryview):
         return data  # the message is the one buffer it transfers: it crosses as it is, unpickled
+    if type(data) in _FUNCTIONS:
+        raise SerializationError(
+            f"cannot copy {type(data).__name__} {getattr(data, '__qualname__', '')!r}: a function is code, "
+            f"not data (send what it should work on, or register a global call object)"
+        )
     refs: list[object] = []
     _state.refs = refs
     if share:
@@ -189,7 +208,15 @@ def pack(data: object, transfer: Sequence[object], *, share: bool, max_size: int
         if transfer:
             blob, transferred = _pickle_with_transfer(data, list(transfer))
         else:
-            blob, transferred = pickle.dumps(data, protocol=5), []
+            try:
+                blob, transferred = pickle.dumps(data, protocol=5), []
+            except (pickle.PicklingError, AttributeError):
+                # Pickle names classes, and cannot name one defined inside a function, or in the script of
+                # a worker that has exited: both ends share one process, so they cross by reference.
+                refs.clear()
+                file = io.BytesIO()
+                _ClassesByReference(file, protocol=5).dump(data)
+                blob, transferred = file.getvalue(), []
     except Exception as exc:
         raise SerializationError(f"cannot copy {type(data).__name__}: {describe(exc)}") from exc
     finally:

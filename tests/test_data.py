@@ -5,6 +5,7 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
+import functools
 import pickle
 import random
 import threading
@@ -214,6 +215,51 @@ async def test_instance_of_class_defined_in_worker_script_reaches_host(scripts):
         assert await w.request(("is-reading", reading)) == 2.0
 
 
+async def test_instances_of_classes_defined_inside_functions_keep_their_class_both_ways():
+    """Classes travel by reference: an instance of a class defined inside a test, or inside a callable
+    worker script, crosses with its class, though pickle cannot name such a class."""
+
+    class Local:
+        def __init__(self, x):
+            self.x = x
+
+    def script(port):
+        class Made:
+            def __init__(self, x):
+                self.x = x
+
+        def on_message(e):
+            if e.data == "make":
+                return Made(7)
+            return (type(e.data) is Local, e.data)
+
+        port.onmessage = on_message
+
+    async with ThreadWorker(script) as w:
+        sent = Local(3)
+        is_local_in_worker, back = await w.request(sent)
+        assert is_local_in_worker is True
+        assert type(back) is Local
+        assert back is not sent
+        assert back.x == 3
+        made = await w.request("make")
+        assert type(made).__name__ == "Made"
+        assert made.x == 7
+        assert (await w.request(made))[1].x == 7  # sent back: still a copy of the same class
+
+
+async def test_an_instance_of_a_script_class_still_crosses_after_that_worker_exited(scripts):
+    """An instance of a class defined in a script file can be sent on to another worker after the worker
+    that defined it exited (and its module left sys.modules)."""
+    async with ThreadWorker(scripts / "data_reading.py") as w:
+        reading = await w.request("make")
+    async with ThreadWorker(answer) as other:
+        copy = await other.request(reading)
+    assert type(copy) is type(reading)
+    assert copy is not reading
+    assert copy.mean() == 2.0
+
+
 @pytest.mark.parametrize(
     "value",
     [
@@ -277,6 +323,11 @@ UNCOPYABLE = {
     "lock": threading.Lock,
     "generator": _generator,
     "nested-lambda": lambda: {"ok": [1], "bad": lambda: 0},
+    # SPEC: functions cannot be copied, even those pickle could name.
+    "module-function": lambda: _generator,
+    "builtin": lambda: len,
+    "bound-method": lambda: Point(1, 2).norm2,
+    "partial": lambda: functools.partial(int, base=2),
 }
 
 
