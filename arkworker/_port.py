@@ -231,6 +231,15 @@ class ThreadWorkerGlobalScope(EventTarget):
         if result is not None:
             self._spawn(result)
 
+    def _not_rebuilt(self, exc: SerializationError) -> None:
+        """A message from the host cannot be rebuilt here: ``onmessageerror``, or, without one, the host
+        reports it to its loop's exception handler, so that it is never dropped silently."""
+        if self._callbacks("messageerror"):
+            self._message_error(exc)
+        else:
+            report = proto.ErrorReport(error_event(exc, "messageerror"), "not rebuilt")
+            self._outbox.put(report, counted=False)
+
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = self._loop.create_task(coro)
         self._internal[task] = None
@@ -316,7 +325,7 @@ class ThreadWorkerGlobalScope(EventTarget):
             try:
                 data = unpack(item)
             except SerializationError as exc:
-                self._message_error(exc)
+                self._not_rebuilt(exc)
                 return True
         else:
             data = item

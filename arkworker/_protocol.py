@@ -78,7 +78,8 @@ class Reply:
 
 
 class ErrorReport:
-    """A worker error (``kind`` "error") or worker-side message error (``kind`` "messageerror")."""
+    """A worker error (``kind`` "error") or worker-side message error: "messageerror", or "not rebuilt"
+    for a message the worker could not rebuild and no ``onmessageerror`` there took (the host reports it)."""
 
     __slots__ = ("event", "kind")
 

@@ -584,6 +584,15 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         self._errors += 1
         if report.kind == "messageerror":
             return
+        if report.kind == "not rebuilt":  # and no onmessageerror in the worker took it
+            self._loop.call_exception_handler(
+                {
+                    "message": f"a message to worker {self._label} cannot be rebuilt there",
+                    "exception": report.event.error,
+                    "worker": self,
+                }
+            )
+            return
         event = report.event
         if self.onallerrors is not None:
             result = call_in_order(

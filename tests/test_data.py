@@ -856,3 +856,33 @@ async def test_a_worker_message_the_host_cannot_rebuild_is_reported_never_droppe
     assert await asyncio.wait_for(w.terminate(), 5) == 0
     assert [m async for m in w.messages()] == ["before", "after"]
     assert [type(exc) for exc in reported] == [SerializationError]
+
+
+@pytest.mark.parametrize("handled", [True, False], ids=["onmessageerror", "no-onmessageerror"])
+async def test_a_host_message_the_worker_cannot_rebuild_is_reported_never_dropped(handled):
+    """A message from the host that the worker cannot rebuild goes to the worker's onmessageerror, or,
+    without one, to the host loop's exception handler; either way the exit code is 1 (a worker-side
+    message error) and the messages around it are handled."""
+    reported: list[BaseException] = []
+    asyncio.get_running_loop().set_exception_handler(
+        lambda loop, context: reported.append(context["exception"])
+    )
+
+    def script(port):
+        port.onmessage = lambda e: port.post_message(e.data)
+        if handled:
+            port.onmessageerror = lambda event: port.post_message(
+                ("messageerror", type(event.error).__name__)
+            )
+
+    w = ThreadWorker(script)
+    for message in ("before", BreaksWhenRebuilt(), "after"):
+        await w.post_message(message)
+    assert await asyncio.wait_for(w.terminate(), 5) == 1
+    got = [m async for m in w.messages()]
+    if handled:
+        assert got == ["before", ("messageerror", "SerializationError"), "after"]
+        assert reported == []
+    else:
+        assert got == ["before", "after"]
+        assert [type(exc) for exc in reported] == [SerializationError]
