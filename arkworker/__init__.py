@@ -25,6 +25,7 @@ from ._errors import WorkerCrashedError as WorkerCrashedError
 from ._errors import WorkerError as WorkerError
 from ._errors import WorkerInitializationError as WorkerInitializationError
 from ._errors import WorkerNotRunningError as WorkerNotRunningError
+from ._errors import WorkerOptionError as WorkerOptionError
 from ._events import ErrorEvent as ErrorEvent
 from ._events import Event as Event
 from ._events import MessageEvent as MessageEvent
@@ -62,6 +63,7 @@ __all__ = (
     "WorkerError",
     "WorkerInitializationError",
     "WorkerNotRunningError",
+    "WorkerOptionError",
     "WorkerState",
     "WorkerStatistics",
     "sendable",

@@ -5,6 +5,7 @@
     WorkerError                                   code None
     ├── ParameterError (TypeError, ValueError)    401
     ├── WorkerInitializationError                 10200003
+    │   └── WorkerOptionError (ParameterError)    401
     ├── WorkerNotRunningError                     10200004
     ├── SerializationError                        10200006
     ├── InvalidScriptError                        10200007
@@ -36,6 +37,11 @@ class WorkerInitializationError(WorkerError):
     """Raised by ``ThreadWorker()`` when the worker limit is reached or the options are unusable."""
 
     code = 10200003
+
+
+class WorkerOptionError(ParameterError, WorkerInitializationError):
+    """Raised by ``ThreadWorker()`` for an option of the wrong type or value: a wrong argument (code 401)
+    with which the worker cannot be initialized, so both ``except`` clauses catch it."""
 
 
 class WorkerNotRunningError(WorkerError):

@@ -41,6 +41,7 @@ from ._errors import (
     WorkerCrashedError,
     WorkerInitializationError,
     WorkerNotRunningError,
+    WorkerOptionError,
     describe,
 )
 from ._events import (
@@ -105,7 +106,8 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         waits (both directions).
     :param clone: copy messages (the default); ``False`` passes every object by reference.
     :param max_message_size: the largest copied message, in pickled bytes.
-    :raises ParameterError: if an argument has the wrong type or value.
+    :raises ParameterError: if an argument has the wrong type or value (for an option, a
+        ``WorkerOptionError``, which is also a ``WorkerInitializationError``).
     :raises InvalidScriptError: if the script file or module cannot be found.
     :raises WorkerInitializationError: without a running event loop, past the worker limit, or when
         ``loop_factory`` fails.
@@ -717,16 +719,16 @@ def _check_options(
     name: object, priority: object, max_inbox: object, clone: object, max_message_size: object
 ) -> ThreadWorkerPriority | None:
     if name is not None and not isinstance(name, str):
-        raise ParameterError(f"name must be a str, not {type(name).__name__}")
+        raise WorkerOptionError(f"name must be a str, not {type(name).__name__}")
     if not isinstance(max_inbox, int) or isinstance(max_inbox, bool) or max_inbox < 1:
-        raise ParameterError(f"max_inbox must be an int of at least 1, not {max_inbox!r}")
+        raise WorkerOptionError(f"max_inbox must be an int of at least 1, not {max_inbox!r}")
     if not isinstance(clone, bool):
-        raise ParameterError(f"clone must be a bool, not {type(clone).__name__}")
+        raise WorkerOptionError(f"clone must be a bool, not {type(clone).__name__}")
     if not isinstance(max_message_size, int) or isinstance(max_message_size, bool) or max_message_size < 1:
-        raise ParameterError(f"max_message_size must be an int of at least 1, not {max_message_size!r}")
+        raise WorkerOptionError(f"max_message_size must be an int of at least 1, not {max_message_size!r}")
     if priority is None or isinstance(priority, ThreadWorkerPriority):
         return priority
-    raise ParameterError(f"priority must be a ThreadWorkerPriority, not {priority!r}")
+    raise WorkerOptionError(f"priority must be a ThreadWorkerPriority, not {priority!r}")
 
 
 class _ExitFuture(asyncio.Future[int]):
@@ -778,4 +780,4 @@ def _resolve_loop_factory(option: object) -> LoopFactory:
         return cast("LoopFactory", uvloop.new_event_loop)
     if callable(option):
         return cast("LoopFactory", option)
-    raise ParameterError(f"loop_factory must be a callable or 'uvloop', not {option!r}")
+    raise WorkerOptionError(f"loop_factory must be a callable or 'uvloop', not {option!r}")

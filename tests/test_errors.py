@@ -426,6 +426,9 @@ async def test_wrong_argument_types_raise_parameter_error(args, kwargs):
     with pytest.raises(ParameterError) as caught:
         ThreadWorker(*args, **kwargs)
     assert caught.value.code == 401
+    # SPEC §5 lists bad options under WorkerInitializationError too: an option's error is both.
+    is_option = not args or args[0] is answer
+    assert isinstance(caught.value, WorkerInitializationError) is is_option
     await assert_runtime_works()
 
 
