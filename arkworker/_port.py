@@ -488,7 +488,7 @@ class ThreadWorkerGlobalScope(EventTarget):
         _ports[threading.get_ident()] = self
         self._loop.set_exception_handler(self._loop_exception)
         self._loop.set_task_factory(self._new_task)
-        ran = False
+        ran, life = False, None
         try:
             life = run_top_level(self._script, self)
             ran = True
@@ -506,6 +506,8 @@ class ThreadWorkerGlobalScope(EventTarget):
             self._outbox.put(payload)
         if self._state is not _STARTING:
             self._outbox.put(proto.CLOSING, counted=False)
+            if inspect.iscoroutine(life):
+                life.close()  # it closed itself at top level: its life never starts
             return
         self._state = _RUNNING
         self._inbox.on_ready = self._pump

@@ -92,6 +92,26 @@ async def test_a_script_that_closes_itself_at_top_level_still_reaches_running_fi
     assert seen_at_dispatch == [("first", WorkerState.RUNNING), ("second", WorkerState.RUNNING)]
 
 
+async def test_a_life_coroutine_returned_after_close_at_top_level_never_starts_and_is_closed():
+    """A callable script that closes itself and returns a coroutine: the life never starts, and the
+    coroutine is closed, not left to warn that it was never awaited."""
+    lives: list = []
+    started = []
+
+    def script(port):
+        async def life():
+            started.append(True)
+
+        port.close()
+        lives.append(life())
+        return lives[0]
+
+    w = ThreadWorker(script)
+    assert await asyncio.wait_for(w.wait(), TIMEOUT) == 0
+    assert started == []
+    assert inspect.getcoroutinestate(lives[0]) == inspect.CORO_CLOSED
+
+
 async def test_leaving_async_with_in_a_cancelled_anyio_scope_still_awaits_the_exit():
     """anyio's cancel scopes cancel every await inside them, the exit's too: leaving `async with` in a
     cancelled scope still waits until the worker has ended, and a worker error that came meanwhile goes to
