@@ -10,6 +10,7 @@ and its exit instead of polling. ``import arkworker as worker`` makes the ArkTS 
 
 import inspect as _inspect
 import logging as _logging
+import sys as _sys
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
@@ -34,8 +35,7 @@ from ._events import WorkerState as WorkerState
 from ._events import WorkerStatistics as WorkerStatistics
 from ._limits import set_max_workers as set_max_workers
 from ._port import ThreadWorkerGlobalScope as ThreadWorkerGlobalScope
-from ._port import current_port as _current_port
-from ._port import worker_port as _worker_port_proxy
+from ._port import worker_port_for as _worker_port_for
 from ._sendable import AsyncLock as AsyncLock
 from ._sendable import sendable as sendable
 from ._worker import ThreadWorker as ThreadWorker
@@ -82,10 +82,7 @@ _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 def __getattr__(name: str) -> _Any:
     if name == "worker_port":
-        # In a worker thread, that worker's port itself, so that identity and isinstance hold. Anywhere
-        # else, a proxy: using it raises NotInWorkerError, and in a worker it finds that worker's port.
-        port = _current_port()
-        return _worker_port_proxy if port is None else port
+        return _worker_port_for(_sys._getframe(1))  # the frame that reads it
     if name == "__version__":
         from importlib.metadata import version  # noqa: PLC0415 - only when asked for
 

@@ -10,6 +10,7 @@ import functools
 import inspect
 import threading
 import time
+import types
 from collections.abc import Awaitable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, cast
 
@@ -98,6 +99,7 @@ class ThreadWorkerGlobalScope(EventTarget):
         self._clone = clone
         self._max_size = max_size
         self._state = _STARTING
+        self._thread = -1  # the worker thread's ident, once it runs
         # Posts made while the top level runs; sent right after STARTED, so the host is RUNNING first.
         self._held: list[object] | None = []
         # The handler task being awaited; while set, the rest of the inbox waits.
@@ -137,6 +139,7 @@ class ThreadWorkerGlobalScope(EventTarget):
         return self._post(data, transfer, share=True)
 
     def _post(self, data: object, transfer: object, *, share: bool) -> Awaitable[None]:
+        self._check_thread()
         buffers = transfer_list(transfer)
         if self._clone or moves_a_view(buffers):
             try:
@@ -152,12 +155,21 @@ class ThreadWorkerGlobalScope(EventTarget):
             raise WorkerNotRunningError("the host's event loop has closed: the message cannot be delivered")
         return self._outbox.wait_for_space()
 
+    def _check_thread(self) -> None:
+        if threading.get_ident() != self._thread:
+            raise NotInWorkerError(
+                f"a worker's port is only usable on that worker's thread, not on thread "
+                f"{threading.current_thread().name!r}: from another thread, schedule the call on the "
+                f"worker's loop, thread-safely"
+            )
+
     def messages(self) -> MessageIterator[Any]:
         """``async for data in worker_port.messages()``: messages no handler took, until the worker exits."""
         return MessageIterator(self._buffer)
 
     def close(self) -> None:
         """Stop after the current handler; inbound messages still queued are discarded and counted."""
+        self._check_thread()
         if self._state >= _TERMINATING:
             return
         self._state = _TERMINATING
@@ -485,7 +497,8 @@ class ThreadWorkerGlobalScope(EventTarget):
 
     def _begin(self) -> None:
         """The worker's first callback: run the top level, then take messages until ``_finish()``."""
-        _ports[threading.get_ident()] = self
+        self._thread = threading.get_ident()
+        _ports[self._thread] = self
         self._loop.set_exception_handler(self._loop_exception)
         self._loop.set_task_factory(self._new_task)
         ran, life = False, None
@@ -553,8 +566,8 @@ def _cancelled_in_worker() -> WorkerError:
 
 
 class _WorkerPortProxy:
-    """``arkworker.worker_port`` read outside a worker (a module imported on the host, say): the current
-    worker's port, looked up on each use. Read inside a worker, ``arkworker.worker_port`` is the port."""
+    """``arkworker.worker_port`` where it may be used by more than one thread (a module imported on the
+    host, or shared by workers): the current worker's port, looked up on each use."""
 
     __slots__ = ()
 
@@ -567,6 +580,23 @@ class _WorkerPortProxy:
     def __repr__(self) -> str:
         port = current_port()
         return "<worker_port: not in a worker>" if port is None else f"<worker_port of {port.name!r}>"
+
+
+def worker_port_for(reader: types.FrameType) -> ThreadWorkerGlobalScope:
+    """What ``arkworker.worker_port`` is for the code running in ``reader``.
+
+    In a worker thread, read in a function (a handler, the callable script) or by the worker's own script
+    (a namespace no other worker shares), it is that worker's port itself, so that ``is`` and
+    ``isinstance`` hold. Anything else gets the proxy, which finds the port on each use: a module shared
+    by several workers, whose top level ran in one of them, must not keep that one's port.
+    """
+    port = current_port()
+    if port is not None and (
+        reader.f_code.co_flags & inspect.CO_OPTIMIZED
+        or reader.f_globals.get("__name__") == port._script.module_name
+    ):
+        return port
+    return worker_port
 
 
 def _port_or_raise() -> ThreadWorkerGlobalScope:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import inspect
 import pathlib
 import re
+import uuid
 
 import arkworker
 
@@ -105,3 +108,59 @@ async def test_worker_port_in_a_worker_is_that_workers_port():
     assert seen["attribute"] is seen["port"]
     assert isinstance(seen["attribute"], arkworker.ThreadWorkerGlobalScope)
     assert seen["port"].self is seen["port"]  # type: ignore[attr-defined]
+
+
+async def test_a_module_shared_by_workers_posts_through_each_workers_own_port(tmp_path, monkeypatch):
+    """A helper module that does `from arkworker import worker_port` at its top level, first imported in
+    one worker, posts through the port of whichever worker calls it, even after the first one exited."""
+    helper = f"shared_helper_{uuid.uuid4().hex}"
+    (tmp_path / f"{helper}.py").write_text(
+        "from arkworker import worker_port\n\n\ndef reply(data):\n    worker_port.post_message((worker_port.name, data))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def script(port):
+        module = importlib.import_module(helper)
+        port.onmessage = lambda e: module.reply(e.data)
+
+    a = arkworker.ThreadWorker(script, name="a")
+    b = arkworker.ThreadWorker(script, name="b")
+    try:
+        await a.post_message("to a")
+        assert await asyncio.wait_for(anext(aiter(a.messages())), 5) == ("a", "to a")
+        await b.post_message("to b")
+        assert await asyncio.wait_for(anext(aiter(b.messages())), 5) == ("b", "to b")
+        assert await asyncio.wait_for(a.terminate(), 5) == 0
+        await b.post_message("to b, a gone")
+        assert await asyncio.wait_for(anext(aiter(b.messages())), 5) == ("b", "to b, a gone")
+    finally:
+        await asyncio.wait_for(asyncio.gather(a.terminate(), b.terminate()), 5)
+    assert a.statistics().messages_received == 1
+    assert b.statistics().messages_received == 2
+
+
+async def test_a_workers_port_used_from_another_thread_raises_not_in_worker_error():
+    """The port itself, used from a thread the worker started, raises NotInWorkerError for posts and
+    close() (SPEC: anywhere else using it raises), and the worker goes on as before."""
+
+    def script(port):
+        def from_a_thread():
+            outcome = []
+            for call in (lambda: port.post_message("x"), port.close):
+                try:
+                    call()
+                    outcome.append("no error")
+                except arkworker.NotInWorkerError:
+                    outcome.append("NotInWorkerError")
+            return outcome
+
+        async def on_message(e):
+            return await asyncio.to_thread(from_a_thread)
+
+        port.onmessage = on_message
+
+    async with arkworker.ThreadWorker(script) as w:
+        assert await asyncio.wait_for(w.request("go"), 5) == ["NotInWorkerError", "NotInWorkerError"]
+        assert w.state is arkworker.WorkerState.RUNNING
+        assert await asyncio.wait_for(w.request("again"), 5) == ["NotInWorkerError", "NotInWorkerError"]
+    assert w.exit_code == 0
