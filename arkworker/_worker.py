@@ -160,7 +160,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         except Exception as exc:
             raise WorkerInitializationError(f"the worker's loop_factory failed: {exc!r}") from exc
         try:
-            _limits.admit(transport, lambda: transport.inbox.put(proto.TERMINATE, counted=False), self._label)
+            _limits.admit(transport, lambda: _ask_to_exit(transport), self._label)
         except WorkerInitializationError:
             transport.loop.close()
             raise
@@ -424,10 +424,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
     def _terminate(self) -> None:
         if self._state < _TERMINATING:
             self._state = _TERMINATING
-            self._inbox.put(proto.TERMINATE, counted=False)
-            # A handler awaiting its post_message must not wait for a reader of messages() that may never
-            # come: the worker has to get to the terminate item.
-            self._outbox.lift_limit()
+            _ask_to_exit(self._transport)
 
     async def wait(self) -> int:
         """Wait until the worker has exited (thread ended, ``onexit`` ran) and return its exit code."""
@@ -745,6 +742,14 @@ class _ExitFuture(asyncio.Future[int]):
         if self.worker is not None:
             self.worker._let_go_if_waiting_on_itself()
         super().add_done_callback(fn, context=context)
+
+
+def _ask_to_exit(transport: WorkerThread) -> None:
+    """Any thread: put the terminate item in the worker's FIFO."""
+    transport.inbox.put(proto.TERMINATE, counted=False)
+    # A handler awaiting its post_message must not wait for a reader of messages() that may never come:
+    # the worker has to get to the terminate item.
+    transport.outbox.lift_limit()
 
 
 def _shielded_from_anyio() -> contextlib.AbstractContextManager[object]:

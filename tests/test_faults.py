@@ -446,6 +446,47 @@ def test_dropped_handle_keeps_running_and_is_terminated_at_the_end(host_end):
     assert elapsed < 10
 
 
+def test_a_worker_held_by_backpressure_when_its_loop_was_closed_by_hand_ends_at_interpreter_exit():
+    """A worker handler awaiting its posts against a full host inbox that nobody will read, when the host
+    loop was closed by hand: interpreter exit lifts the limit as terminate() does, so the handler finishes
+    (its cleanup runs) and the process exits at once, nothing abandoned."""
+    result, elapsed = run_code(
+        """
+        import asyncio, threading
+        from arkworker import ThreadWorker
+
+        waiting = threading.Event()
+
+        def script(port):
+            async def on_message(e):
+                try:
+                    for i in range(100):
+                        if i == 2:
+                            waiting.set()  # this post fills the host inbox (max_inbox=2): it waits
+                        await port.post_message(i)
+                finally:
+                    print("handler cleanup ran", flush=True)
+            port.onmessage = on_message
+
+        async def main():
+            w = ThreadWorker(script, max_inbox=2)
+            w.post_message("go")
+            assert await asyncio.to_thread(waiting.wait, 10)
+            return w
+
+        loop = asyncio.new_event_loop()
+        worker = loop.run_until_complete(main())
+        loop.close()
+        print("loop closed", flush=True)
+        """,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.index("loop closed") < result.stdout.index("handler cleanup ran")
+    assert "abandoned" not in result.stderr, result.stderr
+    assert elapsed < 4
+
+
 async def test_the_life_coroutine_of_a_worker_survives_garbage_collection():
     """A worker whose life coroutine awaits something only it references keeps that life through a `gc.collect()`: it neither dies silently nor stops being the worker's life."""
     life_ended: list[str] = []
