@@ -113,6 +113,7 @@ class ThreadWorkerGlobalScope(EventTarget):
         self._internal: dict[asyncio.Task[None], None] = {}  # error reports still being delivered
         self._tasks: dict[asyncio.Task[Any], None] = {}  # every unfinished task of this worker's loop
         self._children: dict[ThreadWorker, None] = {}
+        self._life: asyncio.Task[Any] | None = None  # the task of the coroutine the script returned
 
     @property
     def name(self) -> str | None:
@@ -360,6 +361,11 @@ class ThreadWorkerGlobalScope(EventTarget):
         task.add_done_callback(on_done)
 
     def _resume(self, task: asyncio.Future[Any]) -> None:
+        # An error of the task was reported or answered already. What is not an error (an abort, an exit
+        # signal, which has left the loop already, as asyncio lets it) is the worker's crash.
+        crash = None if task.cancelled() else task.exception()
+        if crash is not None and not isinstance(crash, Exception):
+            self._die(crash)
         self._busy = None
         self._inbox.mark_done()
         self._pump()
@@ -526,7 +532,8 @@ class ThreadWorkerGlobalScope(EventTarget):
         self._inbox.on_ready = self._pump
         self._inbox.on_urgent = self._on_urgent
         if inspect.iscoroutine(life):
-            self._loop.create_task(life).add_done_callback(self._life_done)
+            self._life = self._loop.create_task(life)
+            self._life.add_done_callback(self._life_done)
         self._on_urgent()
         self._pump()  # the inbox's first drain: nothing the host put in its FIFO before now woke this loop
 
@@ -542,9 +549,12 @@ class ThreadWorkerGlobalScope(EventTarget):
         others = [task for task in self._tasks if task is not current and not task.done()]
         for task in others:
             task.cancel()
-        for outcome in await asyncio.gather(*others, return_exceptions=True):
-            if isinstance(outcome, Exception):
+        outcomes = await asyncio.gather(*others, return_exceptions=True)
+        for task, outcome in zip(others, outcomes, strict=True):
+            if isinstance(outcome, Exception) and task is not self._life:  # the life reports its own
                 self._handler_error(outcome)
+        while self._internal:  # the reports of those errors
+            await asyncio.wait(list(self._internal))
 
     def _new_task(
         self,

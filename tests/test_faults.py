@@ -855,6 +855,62 @@ async def test_a_base_exception_ends_the_worker_as_its_crash(loop_errors, where)
     assert [type(exc) for exc in loop_errors.exceptions] == [Abort]
 
 
+@pytest.mark.parametrize("abort", [SystemExit, KeyboardInterrupt, Abort])
+async def test_an_abort_from_an_async_worker_handler_is_its_crash_and_nothing_else_logs_it(abort, caplog):
+    """An exit signal or an abort ending an async worker handler ends the worker as its crash (exit code 1),
+    and asyncio does not also log the handler's task as "exception was never retrieved"."""
+
+    def script(port: Any) -> None:
+        async def on_message(e: Any) -> None:
+            raise abort("from an async handler")
+
+        port.onmessage = on_message
+
+    asyncio.get_running_loop().set_exception_handler(lambda loop, context: None)  # the crash's own report
+    w = ThreadWorker(script)
+    w.post_message("go")
+    assert await asyncio.wait_for(w.wait(), TIMEOUT) == 1
+    del w
+    gc.collect()  # an unretrieved task exception is logged when the task is collected
+    assert "never retrieved" not in caplog.text
+
+
+@pytest.mark.parametrize("onerror", ["none", "sync", "async"])
+async def test_an_error_of_a_task_cancelled_at_the_exit_reaches_the_host_once(onerror):
+    """A task that raises an error as the exit cancels it, and the life coroutine doing the same, are each
+    reported to the host exactly once, whatever the worker's onerror (an async one that suspends too); the
+    exit code is 1."""
+
+    def script(port: Any) -> Any:
+        async def fails_when_cancelled(what: str) -> None:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                raise ValueError(f"{what} failed as the exit cancelled it") from None
+
+        async def on_error(e: Any) -> None:
+            await asyncio.sleep(0.01)  # still running when the exit would end the loop
+
+        if onerror == "sync":
+            port.onerror = lambda e: None
+        elif onerror == "async":
+            port.onerror = on_error
+        port.onmessage = lambda e: e.data
+        asyncio.get_running_loop().create_task(fails_when_cancelled("a task"))
+        return fails_when_cancelled("the life")
+
+    heard: list[str] = []
+    w = ThreadWorker(script)
+    w.onallerrors = lambda event: heard.append(event.message)
+    assert await asyncio.wait_for(w.request("ready?"), TIMEOUT) == "ready?"
+    assert await asyncio.wait_for(w.terminate(), TIMEOUT) == 1
+    assert sorted(heard) == [
+        "ValueError: a task failed as the exit cancelled it",
+        "ValueError: the life failed as the exit cancelled it",
+    ]
+    assert w.statistics().errors == 2
+
+
 async def test_a_task_that_cancels_every_task_at_the_exit_still_lets_async_generators_close():
     """A worker task that, cancelled at the exit, cancels every task of its loop (the clean-up's own task included) does not keep the worker's async generators from being closed."""
     loop = asyncio.get_running_loop()
