@@ -300,8 +300,9 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
             self._message_error(exc)
             raise
 
-    async def request(self, data: SendT, *, timeout: float | None = None) -> Any:
-        """Send ``data`` as a request and return what the worker's ``onmessage`` returns for it.
+    def request(self, data: SendT, *, timeout: float | None = None) -> Coroutine[Any, Any, Any]:
+        """Send ``data`` as a request and return what the worker's ``onmessage`` returns for it (a coroutine;
+        the request is sent when it first runs).
 
         The handler's exception is raised here with its original type and the worker's traceback.
         Cancelling this call, or its ``timeout`` (seconds) expiring, cancels the handler in the worker.
@@ -309,6 +310,10 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         :raises WorkerNotRunningError: after ``terminate()``, or if the worker exits before answering.
         :raises TimeoutError: if ``timeout`` expires.
         """
+        # The task that asks, which may not be the one that awaits (asyncio.wait_for, gather, create_task).
+        return self._request(data, timeout, asyncio.current_task(self._loop))
+
+    async def _request(self, data: SendT, timeout: float | None, asker: asyncio.Task[Any] | None) -> Any:
         if timeout is not None and (
             not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not timeout >= 0  # NaN too
         ):
@@ -320,7 +325,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         self._requests += 1
         self._inbox.put(proto.Request(request_id, payload))  # the last step before the await
         if self._busy is not None:
-            self._let_go_if_waiting_on_itself()
+            self._let_go_if_waiting_on_itself(asker)
         try:
             if timeout is None:
                 return await future
@@ -419,18 +424,23 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         Calling it again is harmless.
         """
         self._terminate()
-        return self._exit_future()
+        return self._exit_future(asyncio.current_task(self._loop))
 
     def _terminate(self) -> None:
         if self._state < _TERMINATING:
             self._state = _TERMINATING
             _ask_to_exit(self._transport)
 
-    async def wait(self) -> int:
-        """Wait until the worker has exited (thread ended, ``onexit`` ran) and return its exit code."""
-        return await self._exit_future()
+    def wait(self) -> Coroutine[Any, Any, int]:
+        """Wait until the worker has exited (thread ended, ``onexit`` ran) and return its exit code (a
+        coroutine)."""
+        return self._wait(asyncio.current_task(self._loop))
 
-    def _exit_future(self) -> asyncio.Future[int]:
+    async def _wait(self, asker: asyncio.Task[Any] | None) -> int:
+        return await self._exit_future(asker)
+
+    def _exit_future(self, asker: asyncio.Task[Any] | None) -> asyncio.Future[int]:
+        # ``asker``: the task that asked for the exit, which may hand the waiting to another task.
         future: asyncio.Future[int]
         if self._exit_waiters is None:
             future = self._loop.create_future()
@@ -441,7 +451,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
             future = self._loop.create_future()
             self._exit_waiters.append(future)
         else:
-            future = _ExitFuture(self)
+            future = _ExitFuture(self, asker)
             self._exit_waiters.append(future)
         return future
 
@@ -522,11 +532,11 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
             self._busy = None
             self._pump()
 
-    def _let_go_if_waiting_on_itself(self) -> None:
+    def _let_go_if_waiting_on_itself(self, asker: asyncio.Task[Any] | None) -> None:
         # From request() and from a task starting to wait for the exit. If the async callback that holds
-        # the delivery is that task, it waits for something queued behind itself (an answer, the exit):
-        # the delivery goes on without it, a pass later, and it resumes in its turn.
-        if self._busy is not None and asyncio.current_task() is self._busy:
+        # the delivery asked for it, or is that task, it waits for something queued behind itself (an
+        # answer, the exit): the delivery goes on without it, a pass later, and it resumes in its turn.
+        if self._busy is not None and (asker is self._busy or asyncio.current_task() is self._busy):
             self._busy = None
             self._loop.call_soon(self._pump)
 
@@ -707,7 +717,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         waiters, self._exit_waiters = self._exit_waiters or [], None
         for future in waiters:
             if type(future) is _ExitFuture:
-                future.worker = None
+                future.worker = future.asker = None
             if not future.done():
                 future.set_result(cast("int", self._exit_code))
 
@@ -730,17 +740,19 @@ def _check_options(
 
 class _ExitFuture(asyncio.Future[int]):
     """The exit code of ``worker``, to come. A host callback of that worker that holds its delivery and
-    starts waiting for it (awaited, directly or through ``wait_for`` or ``gather``) stops holding the
-    delivery: the exit is queued behind the callback. Merely calling ``terminate()`` does not."""
+    asked for it (``asker``), or starts waiting for it, stops holding the delivery once anything waits for
+    it (awaited, directly or through ``wait_for``, ``gather`` or a task): the exit is queued behind the
+    callback. Merely calling ``terminate()`` does not."""
 
-    def __init__(self, worker: ThreadWorker) -> None:
+    def __init__(self, worker: ThreadWorker, asker: asyncio.Task[Any] | None) -> None:
         super().__init__(loop=worker._loop)
         self.worker: ThreadWorker | None = worker  # None once settled
+        self.asker = asker
 
     def add_done_callback(self, fn: Callable[[Self], object], *, context: Any = None) -> None:
         # Called by whatever starts waiting for this future, in that waiter's task.
         if self.worker is not None:
-            self.worker._let_go_if_waiting_on_itself()
+            self.worker._let_go_if_waiting_on_itself(self.asker)
         super().add_done_callback(fn, context=context)
 
 

@@ -548,6 +548,43 @@ async def test_callable_coroutine_exception_unhandled_crashes_async_with():
     assert isinstance(info.value.__cause__, KeyError)
 
 
+HANDED_TO_A_TASK = {  # what is waited for, how, and what the wait gives
+    "wait_for(wait())": ("exit", lambda w: asyncio.wait_for(w.wait(), TIMEOUT), 0),
+    "gather(wait())": ("exit", lambda w: asyncio.gather(w.wait()), [0]),
+    "create_task(wait())": ("exit", lambda w: asyncio.create_task(w.wait()), 0),
+    "wait_for(request())": ("answer", lambda w: asyncio.wait_for(w.request("ping"), TIMEOUT), "ping"),
+    "create_task(request())": ("answer", lambda w: asyncio.create_task(w.request("ping")), "ping"),
+}
+
+
+@pytest.mark.parametrize(("what", "wait", "expected"), HANDED_TO_A_TASK.values(), ids=HANDED_TO_A_TASK.keys())
+async def test_an_async_host_callback_may_hand_the_wait_for_its_own_worker_to_another_task(
+    what, wait, expected
+):
+    """An async host callback that waits for its own worker's exit or answer through another task
+    (wait_for, gather, create_task wrap the coroutine in one) does not wait for itself: the answer or the
+    exit comes, though it is queued behind the callback."""
+    got: list[object] = []
+
+    def script(port):
+        port.post_message("first")
+        port.onmessage = lambda e: port.close() if e.data == "close" else e.data
+
+    w = ThreadWorker(script)
+    finished = asyncio.Event()
+
+    async def on_message(e):
+        if what == "exit":
+            w.post_message("close")  # the worker closes itself: its exit is queued behind this callback
+        got.append(await wait(w))
+        finished.set()
+
+    w.onmessage = on_message
+    await asyncio.wait_for(finished.wait(), TIMEOUT)
+    assert got == [expected]
+    await asyncio.wait_for(w.terminate(), TIMEOUT)
+
+
 @pytest.mark.parametrize("how", ["terminate", "worker-closes"])
 async def test_awaiting_the_exit_inside_an_async_host_callback_returns(how):
     """An async host callback of a worker may await that worker's exit (terminate() or wait()): the
