@@ -220,7 +220,7 @@ class ThreadWorkerGlobalScope(EventTarget):
         result = call_in_order(self._callbacks("error"), event, self._onerror_failed)
         report = proto.ErrorReport(event, "error")
         if result is None:
-            self._outbox.put(report, counted=False)
+            self._send_report(report)
         else:
             self._spawn(self._report_after(result, report))
 
@@ -228,18 +228,25 @@ class ThreadWorkerGlobalScope(EventTarget):
         try:
             await awaitable
         finally:  # the host hears of the error however onerror ends, an exit's cancellation included
+            self._send_report(report)
+
+    def _send_report(self, report: proto.ErrorReport) -> None:
+        # In order with the posts: while the top level runs, they are held (the host sees RUNNING first).
+        if self._held is not None:
+            self._held.append(report)
+        else:
             self._outbox.put(report, counted=False)
 
     def _onerror_failed(self, exc: BaseException) -> None:
         # Not the worker's error path again, which could loop for ever: only the host hears of it, after
         # the error that onerror was handling.
         report = proto.ErrorReport(error_event(exc), "error")
-        self._loop.call_soon(functools.partial(self._outbox.put, report, counted=False))
+        self._loop.call_soon(self._send_report, report)
 
     def _message_error(self, exc: SerializationError) -> None:
         """A message could not be copied or rebuilt here: ``onmessageerror``, and the exit code becomes 1."""
         event = error_event(exc, "messageerror")
-        self._outbox.put(proto.ErrorReport(event, "messageerror"), counted=False)
+        self._send_report(proto.ErrorReport(event, "messageerror"))
         result = call_in_order(self._callbacks("messageerror"), event, self._handler_error)
         if result is not None:
             self._spawn(result)
@@ -250,8 +257,7 @@ class ThreadWorkerGlobalScope(EventTarget):
         if self._callbacks("messageerror"):
             self._message_error(exc)
         else:
-            report = proto.ErrorReport(error_event(exc, "messageerror"), "not rebuilt")
-            self._outbox.put(report, counted=False)
+            self._send_report(proto.ErrorReport(error_event(exc, "messageerror"), "not rebuilt"))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = self._loop.create_task(coro)
@@ -522,7 +528,7 @@ class ThreadWorkerGlobalScope(EventTarget):
         if ran:
             self._outbox.put(proto.STARTED, counted=False)
         for payload in held:
-            self._outbox.put(payload)
+            self._outbox.put(payload, counted=type(payload) is not proto.ErrorReport)
         if self._state is not _STARTING:
             self._outbox.put(proto.CLOSING, counted=False)
             if inspect.iscoroutine(life):

@@ -14,6 +14,7 @@ from support import drain, failing, wait_thread
 
 from arkworker import (
     Event,
+    SerializationError,
     ThreadWorker,
     WorkerCrashedError,
     WorkerError,
@@ -90,6 +91,36 @@ async def test_a_script_that_closes_itself_at_top_level_still_reaches_running_fi
     w.onmessage = lambda e: seen_at_dispatch.append((e.data, w.state))
     assert await asyncio.wait_for(w.wait(), TIMEOUT) == 0
     assert seen_at_dispatch == [("first", WorkerState.RUNNING), ("second", WorkerState.RUNNING)]
+
+
+async def test_an_error_during_the_top_level_reaches_the_host_after_running_in_order_with_the_posts():
+    """A worker error raised while the top level runs (its onmessageerror fails; the top level goes on)
+    reaches the host after RUNNING and in order with the posts around it."""
+    seen: list[tuple[object, WorkerState]] = []
+
+    def script(port):
+        port.post_message("before")
+
+        def fail(e):
+            raise RuntimeError("onmessageerror failed")
+
+        port.onmessageerror = fail
+        with contextlib.suppress(SerializationError):
+            port.post_message(lambda: 0)  # cannot be copied: onmessageerror runs, and raises
+        port.post_message("after")
+        port.onmessage = lambda e: e.data
+
+    w = ThreadWorker(script)
+    w.onallerrors = lambda e: seen.append((e.message, w.state))
+    w.onmessage = lambda e: seen.append((e.data, w.state))
+    assert await asyncio.wait_for(w.request("sync"), TIMEOUT) == "sync"
+    assert await asyncio.wait_for(w.terminate(), TIMEOUT) == 1
+    running = WorkerState.RUNNING
+    assert seen == [
+        ("before", running),
+        ("RuntimeError: onmessageerror failed", running),
+        ("after", running),
+    ]
 
 
 async def test_a_life_coroutine_returned_after_close_at_top_level_never_starts_and_is_closed():
