@@ -486,6 +486,7 @@ class ThreadWorkerGlobalScope(EventTarget):
             finally:  # even if a task cancelled this one: what asyncio.run() does at the end
                 await self._loop.shutdown_asyncgens()
                 await self._loop.shutdown_default_executor()
+                await self._reports_sent()  # of errors raised as the async generators closed
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # noqa: BLE001 - what the worker died of: its thread's crash
@@ -549,8 +550,7 @@ class ThreadWorkerGlobalScope(EventTarget):
             child.terminate()
         for child in children:
             await child.wait()
-        while self._internal:
-            await asyncio.wait(list(self._internal))
+        await self._reports_sent()
         current = asyncio.current_task()
         others = [task for task in self._tasks if task is not current and not task.done()]
         for task in others:
@@ -559,7 +559,11 @@ class ThreadWorkerGlobalScope(EventTarget):
         for task, outcome in zip(others, outcomes, strict=True):
             if isinstance(outcome, Exception) and task is not self._life:  # the life reports its own
                 self._handler_error(outcome)
-        while self._internal:  # the reports of those errors
+        await self._reports_sent()  # of those errors
+
+    async def _reports_sent(self) -> None:
+        """Wait until every error report is on its way (an async ``onerror`` may still run)."""
+        while self._internal:
             await asyncio.wait(list(self._internal))
 
     def _new_task(

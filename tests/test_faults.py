@@ -877,12 +877,20 @@ async def test_an_abort_from_an_async_worker_handler_is_its_crash_and_nothing_el
 
 @pytest.mark.parametrize("onerror", ["none", "sync", "async"])
 async def test_an_error_of_a_task_cancelled_at_the_exit_reaches_the_host_once(onerror):
-    """A task that raises an error as the exit cancels it, and the life coroutine doing the same, are each
-    reported to the host exactly once, whatever the worker's onerror (an async one that suspends too); the
-    exit code is 1."""
+    """A task that raises an error as the exit cancels it, the life coroutine doing the same, and an async
+    generator that raises as the exit closes it are each reported to the host exactly once, whatever the
+    worker's onerror (an async one that suspends too); the exit code is 1."""
 
     def script(port: Any) -> Any:
+        async def fails_when_closed() -> Any:
+            try:
+                yield
+            finally:
+                raise ValueError("an async generator failed as the exit closed it")
+
         async def fails_when_cancelled(what: str) -> None:
+            generator = fails_when_closed()
+            await anext(generator)  # left suspended: the exit closes it
             try:
                 await asyncio.Event().wait()
             except asyncio.CancelledError:
@@ -906,9 +914,11 @@ async def test_an_error_of_a_task_cancelled_at_the_exit_reaches_the_host_once(on
     assert await asyncio.wait_for(w.terminate(), TIMEOUT) == 1
     assert sorted(heard) == [
         "ValueError: a task failed as the exit cancelled it",
+        "ValueError: an async generator failed as the exit closed it",
+        "ValueError: an async generator failed as the exit closed it",
         "ValueError: the life failed as the exit cancelled it",
     ]
-    assert w.statistics().errors == 2
+    assert w.statistics().errors == 4
 
 
 async def test_a_task_that_cancels_every_task_at_the_exit_still_lets_async_generators_close():
