@@ -495,11 +495,12 @@ class ThreadWorkerGlobalScope(EventTarget):
             self._end()
 
     def _end(self) -> None:
-        _ports.pop(threading.get_ident(), None)
         # A pass later, as run_until_complete() does: what the last step scheduled still runs.
         self._loop.call_soon(self._stop)
 
     def _stop(self) -> None:
+        _ports.pop(self._thread, None)
+        self._thread = -1  # no thread may use this port any more (another may get its ident)
         self._forget_callbacks()
         self._transport.end()
 

@@ -311,7 +311,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         :raises TimeoutError: if ``timeout`` expires.
         """
         # The task that asks, which may not be the one that awaits (asyncio.wait_for, gather, create_task).
-        return self._request(data, timeout, asyncio.current_task(self._loop))
+        return self._request(data, timeout, _calling_task())
 
     async def _request(self, data: SendT, timeout: float | None, asker: asyncio.Task[Any] | None) -> Any:
         if timeout is not None and (
@@ -424,7 +424,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         Calling it again is harmless.
         """
         self._terminate()
-        return self._exit_future(asyncio.current_task(self._loop))
+        return self._exit_future(_calling_task())
 
     def _terminate(self) -> None:
         if self._state < _TERMINATING:
@@ -434,7 +434,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
     def wait(self) -> Coroutine[Any, Any, int]:
         """Wait until the worker has exited (thread ended, ``onexit`` ran) and return its exit code (a
         coroutine)."""
-        return self._wait(asyncio.current_task(self._loop))
+        return self._wait(_calling_task())
 
     async def _wait(self, asker: asyncio.Task[Any] | None) -> int:
         return await self._exit_future(asker)
@@ -754,6 +754,14 @@ class _ExitFuture(asyncio.Future[int]):
         if self.worker is not None:
             self.worker._let_go_if_waiting_on_itself(self.asker)
         super().add_done_callback(fn, context=context)
+
+
+def _calling_task() -> asyncio.Task[Any] | None:
+    """The task running on this thread's loop, if any: the one that calls (None from a plain thread)."""
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no running loop on this thread
+        return None
 
 
 def _ask_to_exit(transport: WorkerThread) -> None:

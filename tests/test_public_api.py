@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import importlib
 import inspect
 import pathlib
 import re
+import threading
 import uuid
 
 import arkworker
@@ -164,3 +166,100 @@ async def test_a_workers_port_used_from_another_thread_raises_not_in_worker_erro
         assert w.state is arkworker.WorkerState.RUNNING
         assert await asyncio.wait_for(w.request("again"), 5) == ["NotInWorkerError", "NotInWorkerError"]
     assert w.exit_code == 0
+
+
+async def test_worker_port_still_works_in_the_exits_last_pass(tmp_path, monkeypatch):
+    """Callbacks that the last handler schedules still run at the exit, on the worker's thread: there
+    `arkworker.worker_port`, and a shared helper's `worker_port`, still post to the host."""
+    helper = f"shared_helper_{uuid.uuid4().hex}"
+    (tmp_path / f"{helper}.py").write_text(
+        "from arkworker import worker_port\n\n\ndef notify(data):\n    worker_port.post_message(data)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def script(port):
+        module = importlib.import_module(helper)
+
+        def on_message(e):
+            loop = asyncio.get_running_loop()
+            future = loop.create_future()
+            future.add_done_callback(
+                lambda f: (module.notify("helper"), arkworker.worker_port.post_message("port"))
+            )
+            loop.call_soon(future.set_result, None)  # runs after terminate(): in the exit's last passes
+
+        port.onmessage = on_message
+
+    w = arkworker.ThreadWorker(script)
+    got: list[object] = []
+    w.onmessage = lambda e: got.append(e.data)
+    w.post_message("last")
+    assert await asyncio.wait_for(w.terminate(), 5) == 0
+    assert got == ["helper", "port"]
+
+
+async def test_the_port_of_an_ended_worker_is_usable_from_no_thread():
+    """Once its worker has ended, a port kept by someone raises NotInWorkerError on any thread, also on a
+    new thread that happens to get the ended thread's ident (the OS reuses them)."""
+    ports: list = []
+    w = arkworker.ThreadWorker(ports.append)
+    assert await asyncio.wait_for(w.terminate(), 5) == 0
+    outcome: list[str] = []
+
+    def use():
+        try:
+            ports[0].post_message("lost?")
+            outcome.append("no error")
+        except arkworker.NotInWorkerError:
+            outcome.append("NotInWorkerError")
+
+    thread = threading.Thread(target=use)
+    thread.start()
+    thread.join(5)
+    assert outcome == ["NotInWorkerError"]
+
+
+async def test_a_request_coroutine_built_on_another_thread_does_not_speak_for_a_host_callback():
+    """`run_coroutine_threadsafe(w.request(x), loop)` builds the request on another thread: whatever task
+    the host loop runs at that moment (an async host callback holding the delivery, say) did not ask for
+    it, so the callbacks stay in order, and the answer comes after them."""
+    log: list[str] = []
+    loop = asyncio.get_running_loop()
+    both_done = asyncio.Event()
+    submitted: list[concurrent.futures.Future[object]] = []
+
+    def script(port):
+        port.onmessage = lambda e: e.data
+        port.post_message("m1")
+        port.post_message("m2")
+
+    w = arkworker.ThreadWorker(script)
+    running = asyncio.Event()
+
+    def ask_from_a_thread():
+        request = w.request("q")  # built here, while the host loop runs the callback below
+
+        async def ask():
+            running.set()
+            return await request  # sends it: its answer queues behind the callback
+
+        submitted.append(asyncio.run_coroutine_threadsafe(ask(), loop))
+
+    async def on_message(e):
+        log.append(f"start {e.data}")
+        if e.data == "m1":
+            thread = threading.Thread(target=ask_from_a_thread)
+            thread.start()
+            thread.join(5)  # blocks the host loop: this callback's task is the one running meanwhile
+            await running.wait()
+            for _ in range(5):
+                await asyncio.sleep(0)  # room for m2 to be dispatched, if this callback let go
+        log.append(f"end {e.data}")
+        if e.data == "m2":
+            both_done.set()
+
+    w.onmessage = on_message
+    await asyncio.wait_for(both_done.wait(), 5)
+    assert await asyncio.wait_for(asyncio.wrap_future(submitted[0]), 5) == "q"
+    assert log == ["start m1", "end m1", "start m2", "end m2"]
+    await asyncio.wait_for(w.terminate(), 5)
