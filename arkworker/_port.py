@@ -157,6 +157,7 @@ class ThreadWorkerGlobalScope(EventTarget):
         return self._outbox.wait_for_space()
 
     def _check_thread(self) -> None:
+        """Raise ``NotInWorkerError`` unless called on this worker's thread, while the worker runs."""
         if threading.get_ident() != self._thread:
             raise NotInWorkerError(
                 f"a worker's port is only usable on that worker's thread, not on thread "
