@@ -557,18 +557,20 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
             event.data = data
             try:
                 result = handler(event)
-            except BaseException as exc:  # noqa: BLE001 - reported, never lost (an exit signal a pass later)
+            except self._callback_errors as exc:  # reported, never lost (an exit signal a pass later)
                 self._report_callback_error(exc)
                 return True
             if result is not None and type(result) not in PLAIN_RESULTS and inspect.isawaitable(result):
-                self._hold(await_in_order(result, (), None, self._report_callback_error, BaseException))
+                self._hold(
+                    await_in_order(result, (), None, self._report_callback_error, self._callback_errors)
+                )
             return True
         callbacks = self._callbacks("message")
         if not callbacks:
             self._buffer.push(data)  # marked done when a messages() reader takes it
             return False
         result = call_in_order(
-            callbacks, MessageEvent(data), self._report_callback_error, catch=BaseException
+            callbacks, MessageEvent(data), self._report_callback_error, catch=self._callback_errors
         )
         if result is not None:
             self._hold(result)
@@ -605,13 +607,13 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         event = report.event
         if self.onallerrors is not None:
             result = call_in_order(
-                [self.onallerrors], event, self._report_callback_error, catch=BaseException
+                [self.onallerrors], event, self._report_callback_error, catch=self._callback_errors
             )
         else:
             callbacks = self._callbacks("error")
             if not callbacks:
                 self._unhandled_error(cast("BaseException", event.error))
-            result = call_in_order(callbacks, event, self._report_callback_error, catch=BaseException)
+            result = call_in_order(callbacks, event, self._report_callback_error, catch=self._callback_errors)
             self._terminate()
         if result is not None:
             self._hold(result)
@@ -630,7 +632,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
     def _message_error(self, exc: SerializationError) -> None:
         event = error_event(exc, "messageerror")
         result = call_in_order(
-            self._callbacks("messageerror"), event, self._report_callback_error, catch=BaseException
+            self._callbacks("messageerror"), event, self._report_callback_error, catch=self._callback_errors
         )
         if result is not None:
             schedule(self._loop, result)
@@ -699,7 +701,9 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         _hostloop.untrack(self._loop, self)
         self._exit_code = 1 if self._errors else 0  # sticky: any worker error or message error
         callbacks = ((self.onexit,) if self.onexit is not None else ()) + self._callbacks("exit")
-        result = call_in_order(callbacks, self._exit_code, self._report_callback_error, catch=BaseException)
+        result = call_in_order(
+            callbacks, self._exit_code, self._report_callback_error, catch=self._callback_errors
+        )
         if result is None:
             self._settle_exit()
         elif self._busy is None:

@@ -11,6 +11,8 @@ import re
 import threading
 import uuid
 
+import pytest
+
 import arkworker
 
 PACKAGE = pathlib.Path(arkworker.__file__).parent
@@ -112,14 +114,24 @@ async def test_worker_port_in_a_worker_is_that_workers_port():
     assert seen["port"].self is seen["port"]  # type: ignore[attr-defined]
 
 
-async def test_a_module_shared_by_workers_posts_through_each_workers_own_port(tmp_path, monkeypatch):
-    """A helper module that does `from arkworker import worker_port` at its top level, first imported in
-    one worker, posts through the port of whichever worker calls it, even after the first one exited."""
-    helper = f"shared_helper_{uuid.uuid4().hex}"
-    (tmp_path / f"{helper}.py").write_text(
-        "from arkworker import worker_port\n\n\ndef reply(data):\n    worker_port.post_message((worker_port.name, data))\n"
+@pytest.fixture
+def shared_helper(tmp_path, monkeypatch):
+    """The name of a fresh module, importable by any worker, that imports `worker_port` at its top level:
+    `notify(data)` posts data, `reply(data)` posts `(worker_port.name, data)`."""
+    name = f"shared_helper_{uuid.uuid4().hex}"
+    (tmp_path / f"{name}.py").write_text(
+        "from arkworker import worker_port\n\n\n"
+        "def notify(data):\n    worker_port.post_message(data)\n\n\n"
+        "def reply(data):\n    worker_port.post_message((worker_port.name, data))\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
+    return name
+
+
+async def test_a_module_shared_by_workers_posts_through_each_workers_own_port(shared_helper):
+    """A helper module that does `from arkworker import worker_port` at its top level, first imported in
+    one worker, posts through the port of whichever worker calls it, even after the first one exited."""
+    helper = shared_helper
 
     def script(port):
         module = importlib.import_module(helper)
@@ -168,14 +180,10 @@ async def test_a_workers_port_used_from_another_thread_raises_not_in_worker_erro
     assert w.exit_code == 0
 
 
-async def test_worker_port_still_works_in_the_exits_last_pass(tmp_path, monkeypatch):
+async def test_worker_port_still_works_in_the_exits_last_pass(shared_helper):
     """Callbacks that the last handler schedules still run at the exit, on the worker's thread: there
     `arkworker.worker_port`, and a shared helper's `worker_port`, still post to the host."""
-    helper = f"shared_helper_{uuid.uuid4().hex}"
-    (tmp_path / f"{helper}.py").write_text(
-        "from arkworker import worker_port\n\n\ndef notify(data):\n    worker_port.post_message(data)\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
+    helper = shared_helper
 
     def script(port):
         module = importlib.import_module(helper)
