@@ -24,17 +24,19 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("arkworker")
 
-# The live workers of each host loop, and the generator that terminates them when the loop ends.
-_watched: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[set[ThreadWorker], object]] = (
-    weakref.WeakKeyDictionary()
-)
+# The live workers of each host loop, and the generator that terminates them when the loop ends. A live
+# worker's running thread holds its handle; weakly held here, a handle whose thread ended unseen (its
+# loop closed by hand) does not keep itself and that loop alive for ever.
+_watched: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, tuple[weakref.WeakSet[ThreadWorker], object]
+] = weakref.WeakKeyDictionary()
 
 
 def track(loop: asyncio.AbstractEventLoop, worker: ThreadWorker) -> None:
     """Host loop thread, while ``loop`` runs: terminate ``worker`` if ``loop`` ends before it does."""
     entry = _watched.get(loop)
     if entry is None:
-        workers: set[ThreadWorker] = set()
+        workers: weakref.WeakSet[ThreadWorker] = weakref.WeakSet()
         watcher = _watch(workers)
         # One step registers the generator with the running loop (its first-iteration hook).
         with contextlib.suppress(StopIteration):
@@ -50,7 +52,7 @@ def untrack(loop: asyncio.AbstractEventLoop, worker: ThreadWorker) -> None:
         entry[0].discard(worker)
 
 
-async def _watch(workers: set[ThreadWorker]) -> AsyncGenerator[None, None]:
+async def _watch(workers: weakref.WeakSet[ThreadWorker]) -> AsyncGenerator[None, None]:
     try:
         yield
     finally:

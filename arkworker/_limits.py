@@ -69,10 +69,11 @@ def release(transport: WorkerThread) -> None:
 
 def _stop_all(timeout: float = EXIT_TIMEOUT) -> None:
     # Interpreter exit: ask every live worker to terminate, wait a bounded time, report the stuck ones.
+    # Under the lock: a host closes its worker's transport only after releasing its slot.
     with _lock:
         slots = [slot for slot in _slots.values() if slot.transport.is_alive()]
-    for slot in slots:
-        slot.stop()
+        for slot in slots:
+            slot.stop()
     deadline = time.monotonic() + timeout
     for slot in slots:
         if not slot.transport.join(max(0.0, deadline - time.monotonic())):

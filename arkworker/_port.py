@@ -152,8 +152,12 @@ class ThreadWorkerGlobalScope(EventTarget):
             payload = data
         if self._held is not None:
             self._held.append(payload)
-        elif not self._outbox.put(payload) or self._outbox.receiver_closed():
-            raise WorkerNotRunningError("the host's event loop has closed: the message cannot be delivered")
+        else:
+            self._outbox.put(payload)
+            if self._outbox.receiver_closed():
+                raise WorkerNotRunningError(
+                    "the host's event loop has closed: the message cannot be delivered"
+                )
         return self._outbox.wait_for_space()
 
     def _check_thread(self) -> None:

@@ -162,7 +162,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         try:
             _limits.admit(transport, lambda: _ask_to_exit(transport), self._label)
         except WorkerInitializationError:
-            transport.loop.close()
+            transport.close()
             raise
         # At most 29 attributes in all (EventTarget's included): with 30, CPython 3.11 gave each handle a dict
         # of its own, 1.3 KiB more per worker, instead of one sharing its keys with the others.
@@ -201,6 +201,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
             self._transport.start(port._begin, port.close, self._thread_ended)
         except BaseException as exc:  # no thread, or an interrupted start: nothing runs, nothing is tracked
             _limits.release(self._transport)
+            self._transport.close()
             _hostloop.untrack(self._loop, self)
             if self._parent is not None:
                 self._parent._children.pop(self, None)
@@ -670,11 +671,13 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
     def _thread_ended(self, crash: BaseException | None) -> None:
         # Worker thread, its very last call: the exit takes its place in the FIFO.
         self._outbox.put(proto.Exited(crash), counted=False)
+        if self._outbox.receiver_closed():  # no host will take the exit: the slot is free now
+            _limits.release(self._transport)
 
     def _on_exited(self, exited: proto.Exited) -> None:
         self._transport.join()  # sending Exited was the thread's last act: this returns at once
-        self._transport.unhook()
-        _limits.release(self._transport)
+        _limits.release(self._transport)  # first: interpreter exit then no longer wakes the worker
+        self._transport.close()
         self._state = _TERMINATED
         if exited.crash is not None:
             self._errors += 1

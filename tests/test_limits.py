@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
+import os
 import threading
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
@@ -39,6 +42,95 @@ async def many(n: int, script: Callable[[object], object] = idle) -> AsyncIterat
     finally:
         async with asyncio.timeout(10):
             await asyncio.gather(*(w.terminate() for w in workers))
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def closes_itself(port: Any) -> None:
+    port.close()
+
+
+def fails_to_start(port: Any) -> None:
+    raise RuntimeError("cannot start")
+
+
+def answers(port: Any) -> None:
+    port.onmessage = lambda e: e.data
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc/self/fd")
+@pytest.mark.parametrize(
+    "end", ["terminated", "terminated, uvloop", "closed itself", "failed to start", "refused", "no thread"]
+)
+async def test_a_worker_leaves_no_file_descriptor_open(monkeypatch, end):
+    """However a worker ends, or fails to start, every descriptor it opened (its loop's, its channels')
+    is closed by the time its exit settles or its constructor raises."""
+    async with ThreadWorker(answers, loop_factory="uvloop") as warm_up:  # uvloop's first use, logging's
+        await warm_up.request(None)
+    arkworker.set_max_workers(1)
+    before = open_fds()
+    async with asyncio.timeout(10):
+        if end.startswith("terminated"):
+            w = ThreadWorker(answers, loop_factory="uvloop" if "uvloop" in end else None)
+            assert await w.request("x") == "x"
+            await w.terminate()
+        elif end == "closed itself":
+            await ThreadWorker(closes_itself).wait()
+        elif end == "failed to start":
+            failed = ThreadWorker(fails_to_start)
+            failed.onerror = lambda e: None
+            await failed.wait()
+        elif end == "refused":
+            async with ThreadWorker(idle) as holder:
+                during = open_fds()
+                with pytest.raises(WorkerInitializationError):
+                    ThreadWorker(idle)
+                assert open_fds() == during
+            await holder.wait()
+        else:
+            with monkeypatch.context() as patched:
+                patched.setattr(threading.Thread, "start", no_thread)
+                with pytest.raises(WorkerInitializationError):
+                    ThreadWorker(idle)
+    assert open_fds() == before
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc/self/fd")
+def test_a_worker_outliving_its_host_loop_frees_its_slot_and_then_its_descriptors():
+    """A worker whose host loop was closed by hand before it ended frees its slot as it ends, and its
+    descriptors are closed once its handle and that loop are freed."""
+    arkworker.set_max_workers(1)
+    before = open_fds()
+    gate = threading.Event()
+
+    def waits(port: Any) -> None:
+        port.onmessage = lambda e: (gate.wait(10), port.close())
+
+    async def start() -> ThreadWorker:
+        worker = ThreadWorker(waits, name="outlives")
+        worker.post_message("close after the gate")
+        return worker
+
+    loop = asyncio.new_event_loop()
+    try:
+        w = loop.run_until_complete(start())
+        (thread,) = [t for t in threading.enumerate() if t.name == "arkworker-outlives"]
+    finally:
+        loop.close()  # without asyncio.run's shutdown: nothing terminates the worker
+        gate.set()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert arkworker._limits._slots == {}  # the next worker is admitted
+    assert open_fds() > before
+    del w, loop
+    gc.collect()
+    assert open_fds() == before
+
+
+def no_thread(self: threading.Thread) -> None:
+    raise RuntimeError("can't start new thread")
 
 
 # -- the limit ---------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import sys
 import threading
@@ -193,6 +194,54 @@ def test_host_loop_on_uvloop(scripts, loop_factory):
             return reply, answer, w.exit_code, code
 
     assert uvloop.run(main()) == ("success", ("echo", [1, 2]), 0, 0)
+
+
+class WatchesNoDescriptors(asyncio.SelectorEventLoop):
+    """An event loop that cannot watch file descriptors, as a proactor loop cannot."""
+
+    def add_reader(self, fd: Any, callback: Any, *args: Any) -> None:
+        raise NotImplementedError
+
+
+def no_descriptor_left(*args: Any) -> int:
+    raise OSError(errno.EMFILE, "Too many open files")
+
+
+def echo(port: Any) -> None:
+    """Worker callable: post every message back and answer requests with the data."""
+
+    def on_message(e: Any) -> object:
+        port.post_message(e.data)
+        return e.data
+
+    port.onmessage = on_message
+
+
+@pytest.mark.parametrize(
+    "case", ["no eventfd", "no descriptor left", "the worker loop watches none", "the host loop watches none"]
+)
+def test_workers_wake_without_a_doorbell(monkeypatch, case):
+    """Where no eventfd can wake a loop, call_soon_threadsafe does: messages still flow both ways in order,
+    requests are answered, and the worker exits with 0."""
+    if case == "no eventfd":
+        monkeypatch.delattr(os, "eventfd", raising=False)
+    elif case == "no descriptor left":
+        monkeypatch.setattr(os, "eventfd", no_descriptor_left, raising=False)
+    worker_loop = WatchesNoDescriptors if case == "the worker loop watches none" else None
+    host_loop = WatchesNoDescriptors if case == "the host loop watches none" else asyncio.new_event_loop
+
+    async def main() -> tuple[list[object], object, int]:
+        got: list[object] = []
+        async with asyncio.timeout(10):
+            w = ThreadWorker(echo, loop_factory=worker_loop, max_inbox=16)
+            w.onmessage = lambda e: got.append(e.data)
+            for i in range(200):  # past max_inbox: the host waits for the worker, and is woken
+                await w.post_message(i)
+            answer = await w.request("last")  # its reply comes after the echoes, its own too
+            return got, answer, await w.terminate()
+
+    with asyncio.Runner(loop_factory=host_loop) as runner:
+        assert runner.run(main()) == ([*range(200), "last"], "last", 0)
 
 
 # -- how the script runs ------------------------------------------------------------------------------
