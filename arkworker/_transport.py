@@ -221,7 +221,10 @@ class Channel:
 
     def _rung(self) -> None:
         if self._fd >= 0:
-            os.eventfd_read(self._fd)  # back to zero first: a ring from now on wakes the loop again
+            try:
+                os.eventfd_read(self._fd)  # back to zero first: a ring from now on wakes the loop again
+            except BlockingIOError:  # a readiness reported with no ring (libuv allows them): nothing came
+                return
         self.on_ready()
 
     @property

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import gc
 import importlib
 import inspect
@@ -318,12 +319,15 @@ class Floor(Contender):
     async def start(self) -> None:
         self.host_loop = asyncio.get_running_loop()
         self.loop = type(self).worker_loop_factory()
-        self.to_worker = self.loop.call_soon_threadsafe
-        self.to_host = self.host_loop.call_soon_threadsafe
+        self.to_worker, self.to_host = self._bridges()
         self.exited = self.host_loop.create_future()
         self.count = 0
         self.thread = threading.Thread(target=self._run, name="bench-floor", daemon=True)
         self.thread.start()
+
+    def _bridges(self) -> tuple[Callable[..., object], Callable[..., object]]:
+        """How to call a function on the worker's loop and on the host's, from the other thread."""
+        return self.loop.call_soon_threadsafe, self.host_loop.call_soon_threadsafe
 
     def _run(self) -> None:  # worker thread
         asyncio.set_event_loop(self.loop)
@@ -335,6 +339,9 @@ class Floor(Contender):
 
     async def stop(self) -> None:
         self.to_worker(self.loop.stop)
+        await self._ended()
+
+    async def _ended(self) -> None:
         await self.exited
         self.thread.join()
 
@@ -375,6 +382,52 @@ class FloorUv(Floor):
     scenarios = "ABCD"
     needs = ("uvloop",)
     worker_loop_factory = _uvloop_factory
+
+
+class FloorFd(Floor):
+    """The floor with arkworker's wake-up: each loop watches an eventfd (``add_reader``); a call from the
+    other thread is appended to a deque and rings it, one ``write``; the loop reads it back, one ``read``,
+    and runs the calls. No Handle, no self-pipe. Without ``os.eventfd`` it is the floor itself."""
+
+    key = "floor-fd"
+    label = "raw floor woken by an eventfd each way (add_reader + a deque of calls)"
+    scenarios = "AC"
+
+    @classmethod
+    def missing(cls) -> str | None:
+        return None if hasattr(os, "eventfd") else "no os.eventfd on this system"
+
+    def _bridges(self) -> tuple[Callable[..., object], Callable[..., object]]:
+        self.doorbells: list[tuple[asyncio.AbstractEventLoop, int]] = []
+        if not hasattr(os, "eventfd"):
+            return super()._bridges()
+        return self._doorbell(self.loop), self._doorbell(self.host_loop)
+
+    def _doorbell(self, loop: asyncio.AbstractEventLoop) -> Callable[..., None]:
+        calls: collections.deque[tuple[Callable[..., object], tuple[Any, ...]]] = collections.deque()
+        fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        ring = functools.partial(os.eventfd_write, fd, 1)
+
+        def rung() -> None:  # on ``loop``
+            os.eventfd_read(fd)
+            while calls:
+                fn, args = calls.popleft()
+                fn(*args)
+
+        def call(fn: Callable[..., object], *args: Any) -> None:  # any thread
+            calls.append((fn, args))
+            ring()
+
+        loop.add_reader(fd, rung)  # before the worker's thread starts; the host's loop is this thread's
+        self.doorbells.append((loop, fd))
+        return call
+
+    async def _ended(self) -> None:
+        await super()._ended()
+        for loop, fd in self.doorbells:
+            if not loop.is_closed():
+                loop.remove_reader(fd)
+            os.close(fd)
 
 
 class FloorBatch(Floor):
@@ -467,19 +520,19 @@ def _copied(x: Any) -> Any:
     return x if type(x) in _SMALL else pickle.loads(pickle.dumps(x, protocol=5))
 
 
-class FloorRequest(Floor):
+class FloorRequest(FloorFd):
     """The design limit of scenarios A and C: the least a ``request()`` and a worker's life with
     arkworker's contract can cost.
 
-    A: on top of the floor, a coroutine per request, an id and a table of pending futures (so that a
-    cancelled or orphaned request can be settled), one FIFO each way, shared with messages and woken once
-    per batch, an event object for the handler, the test that its result is not awaitable, and the copy
-    decision for the request and for the answer. C: the worker reports RUNNING to the host once its top
-    level ran, and it ends by a terminate item taken in FIFO order. No state, no counters, no error paths,
-    no backpressure, no clean-up of tasks, no exit callbacks."""
+    A: on top of ``floor-fd`` (arkworker's wake-up), a coroutine per request, an id and a table of pending
+    futures (so that a cancelled or orphaned request can be settled), one FIFO each way, shared with
+    messages and woken once per batch, an event object for the handler, the test that its result is not
+    awaitable, and the copy decision for the request and for the answer. C: the worker reports RUNNING to
+    the host once its top level ran, and it ends by a terminate item taken in FIFO order. No state, no
+    counters, no error paths, no backpressure, no clean-up of tasks, no exit callbacks."""
 
     key = "floor-request"
-    label = "floor + ids, a FIFO each way, handler(Event(x)), copy decisions, RUNNING report"
+    label = "floor-fd + ids, a FIFO each way, handler(Event(x)), copy decisions, RUNNING report"
     scenarios = "AC"
     TERMINATE = -1  # the request id of the terminate item
 
@@ -507,8 +560,7 @@ class FloorRequest(Floor):
         if not self.inbox_woken:
             self.inbox_woken = True
             self.to_worker(self._serve)
-        await self.exited
-        self.thread.join()
+        await self._ended()
 
     async def roundtrip(self, x: Any) -> Any:
         request_id = next(self.ids)
@@ -988,6 +1040,7 @@ def close_external() -> None:
 ALL: list[type[Contender]] = [
     Floor,
     FloorUv,
+    FloorFd,
     FloorBatch,
     FloorOnmessage,
     FloorRequest,

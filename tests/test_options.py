@@ -244,6 +244,19 @@ def test_workers_wake_without_a_doorbell(monkeypatch, case):
         assert runner.run(main()) == ([*range(200), "last"], "last", 0)
 
 
+async def test_a_wake_up_with_nothing_rung_is_ignored():
+    """A loop may report a doorbell readable when nothing rang it (libuv allows such reports): the
+    channel's reader then raises nothing, and the worker still answers."""
+    w = ThreadWorker(echo)
+    try:
+        async with asyncio.timeout(10):
+            assert await w.request(1) == 1
+            w._outbox._rung()  # white-box: the reader of the host's doorbell, called with nothing rung
+            assert await w.request(2) == 2
+    finally:
+        await w.terminate()
+
+
 # -- how the script runs ------------------------------------------------------------------------------
 
 
