@@ -30,6 +30,7 @@ import contextlib
 import ctypes
 import functools
 import os
+import selectors
 import sys
 import threading
 from collections.abc import Callable
@@ -92,12 +93,13 @@ class Channel:
         self._space_waiters: list[asyncio.Future[None]] = []
         self._no_wait: asyncio.Future[None] = sender.create_future()
         self._no_wait.set_result(None)
-        # Called on the receiver's loop: items are waiting / urgent items are waiting. Each is read when a
-        # wake-up is scheduled, so a receiver that sets it after items may have come drains once itself.
+        # Called on the receiver's loop: items are waiting / urgent items are waiting. Each is read when the
+        # wake-up runs, so a receiver may set it after items came, as long as it drains once itself then.
         self.on_ready: Callable[[], object] = _nothing
         self.on_urgent: Callable[[], object] = _nothing
         # The doorbell, open until close(): an eventfd the receiver's loop watches, or -1 for none.
         self._fd = _doorbell(receiver, self._rung)
+        self._pid = _pid  # the process whose loop answers the doorbell (a forked child shares its file)
         # Any thread: wake the receiver. A ring after the receiver's loop closed wakes no one.
         self._ring: Callable[[], object] = (
             functools.partial(os.eventfd_write, self._fd, 1)
@@ -221,6 +223,10 @@ class Channel:
 
     def _rung(self) -> None:
         if self._fd >= 0:
+            if self._pid != _pid:
+                # A forked child running its copy of the loop, on the epoll instance it shares with the
+                # parent: reading the ring would take the parent's wake-up, which is never sent twice.
+                return
             try:
                 os.eventfd_read(self._fd)  # back to zero first: a ring from now on wakes the loop again
             except BlockingIOError:  # a readiness reported with no ring (libuv allows them): nothing came
@@ -266,12 +272,28 @@ def _doorbell(loop: asyncio.AbstractEventLoop, rung: Callable[[], object]) -> in
         fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
     except OSError:  # no descriptor left
         return -1
+    if fd >= _FD_SETSIZE and isinstance(getattr(loop, "_selector", None), selectors.SelectSelector):
+        os.close(fd)  # select() takes it, then fails in every pass of the loop
+        return -1
     try:
         loop.add_reader(fd, rung)
-    except (NotImplementedError, OSError):  # a loop that watches no descriptors (a proactor loop, say)
+    except Exception:  # noqa: BLE001 - a loop that cannot watch it (a proactor loop, say) is woken as before
         os.close(fd)
         return -1
     return fd
+
+
+_FD_SETSIZE = 1024
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid  # noqa: PLW0603 - which process this is
+    _pid = os.getpid()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
 
 
 def loop_is_clean(loop: asyncio.AbstractEventLoop) -> bool:

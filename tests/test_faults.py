@@ -730,6 +730,90 @@ print("done", os.getpid(), flush=True)
     assert elapsed < 30
 
 
+def test_a_forked_child_running_its_inherited_loop_does_not_take_its_parents_wake_ups():
+    """A forked child whose copy of the host loop runs on a while shares the parent's epoll instance and
+    its workers' doorbells. It must not answer them: the parent still gets every message its worker posts
+    meanwhile and after, and its requests are answered."""
+    result, _ = run_code(
+        """
+import asyncio, os
+from arkworker import ThreadWorker
+
+def streamer(port):
+    async def life():
+        i = 0
+        while True:
+            await asyncio.sleep(0.001)
+            port.post_message(i)
+            i += 1
+    port.onmessage = lambda e: e.data
+    return life()
+
+async def main():
+    loop = asyncio.get_running_loop()
+    w = ThreadWorker(streamer)
+    got = []
+    w.onmessage = lambda e: got.append(e.data)
+    await asyncio.wait_for(w.request("started"), 5)
+    child_ends = loop.create_future()
+    loop.call_later(0.3, child_ends.set_result, None)  # the child's copy of this timer fires too
+    pid = os.fork()
+    if pid == 0:
+        await child_ends  # the child's loop runs on the epoll instance it shares with the parent
+        os._exit(0)
+    await child_ends
+    os.waitpid(pid, 0)
+    seen = len(got)
+    print("answer:", await asyncio.wait_for(w.request("x"), 5), flush=True)
+    while len(got) < seen + 50:  # the stream goes on after the child ended
+        await asyncio.wait_for(w.request("sync"), 5)
+    print("in order:", got == list(range(len(got))), flush=True)
+    print("exit:", await asyncio.wait_for(w.terminate(), 5), flush=True)
+
+asyncio.run(main())
+""",
+        timeout=40,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["answer: x", "in order: True", "exit: 0"], result.stdout
+
+
+def test_a_host_loop_on_select_keeps_working_with_descriptors_past_its_range():
+    """A host loop built on select() cannot watch a descriptor of 1024 or more. With that many open, a
+    worker's doorbell would be one: the worker wakes that host by call_soon_threadsafe instead."""
+    result, _ = run_code(
+        """
+import asyncio, os, resource, selectors
+from arkworker import ThreadWorker
+
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+if hard != resource.RLIM_INFINITY and hard < 1200:
+    print("skip: at most", hard, "descriptors")
+    raise SystemExit
+resource.setrlimit(resource.RLIMIT_NOFILE, (4096 if hard == resource.RLIM_INFINITY else min(4096, hard), hard))
+
+def echo(port):
+    port.onmessage = lambda e: e.data
+
+async def main():
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]  # an application's files
+    w = ThreadWorker(echo)
+    try:
+        return await asyncio.wait_for(w.request("ping"), 5)
+    finally:
+        await asyncio.wait_for(w.terminate(), 5)
+
+host = asyncio.SelectorEventLoop(selectors.SelectSelector())  # its self-pipe is below 1024
+print("answer:", host.run_until_complete(main()))
+""",
+        timeout=40,
+    )
+    assert result.returncode == 0, result.stderr
+    if result.stdout.startswith("skip:"):
+        pytest.skip(result.stdout.strip())
+    assert result.stdout.strip() == "answer: ping", result.stdout + result.stderr
+
+
 # -- a plain callback that raises CancelledError ----------------------------------------------------
 
 
