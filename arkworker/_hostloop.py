@@ -18,24 +18,27 @@ from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING
 
 from ._limits import EXIT_TIMEOUT
+from ._transport import close_doorbell
 
 if TYPE_CHECKING:
     from ._worker import ThreadWorker
 
 logger = logging.getLogger("arkworker")
 
+
 # The live workers of each host loop, and the generator that terminates them when the loop ends. A live
-# worker's running thread holds its handle; weakly held here, a handle whose thread ended unseen (its
-# loop closed by hand) does not keep itself and that loop alive for ever.
-_watched: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, tuple[weakref.WeakSet[ThreadWorker], object]
-] = weakref.WeakKeyDictionary()
+# worker's running thread holds its handle, so the workers are held weakly: a handle whose thread ended
+# unseen (its loop closed by hand) may go. The generator holds its loop (asyncio's finalizer hook), so an
+# entry goes at its loop's end, or, for a loop closed by hand without that end, when a worker is next made.
+_watched: dict[asyncio.AbstractEventLoop, tuple[weakref.WeakSet[ThreadWorker], object]] = {}
 
 
 def track(loop: asyncio.AbstractEventLoop, worker: ThreadWorker) -> None:
     """Host loop thread, while ``loop`` runs: terminate ``worker`` if ``loop`` ends before it does."""
     entry = _watched.get(loop)
     if entry is None:
+        for closed in [other for other in list(_watched) if other.is_closed()]:
+            _watched.pop(closed, None)
         workers: weakref.WeakSet[ThreadWorker] = weakref.WeakSet()
         watcher = _watch(workers)
         # One step registers the generator with the running loop (its first-iteration hook).
@@ -56,7 +59,9 @@ async def _watch(workers: weakref.WeakSet[ThreadWorker]) -> AsyncGenerator[None,
     try:
         yield
     finally:
+        loop = asyncio.get_running_loop()
         live = list(workers)
+        stuck: set[asyncio.Future[int]] = set()
         if live:
             exits = [asyncio.ensure_future(worker.terminate()) for worker in live]
             _, stuck = await asyncio.wait(exits, timeout=EXIT_TIMEOUT)
@@ -70,6 +75,9 @@ async def _watch(workers: weakref.WeakSet[ThreadWorker]) -> AsyncGenerator[None,
                         EXIT_TIMEOUT,
                         extra={"worker": repr(worker)},
                     )
+        _watched.pop(loop, None)
+        if not stuck:  # none of its workers will wake the loop again: its doorbell goes with its end
+            close_doorbell(loop, loop_ended=True)
 
 
 def _forget_after_fork() -> None:

@@ -8,11 +8,13 @@ and keep the ``Channel`` contract:
   sent only when none is pending, and the receiver re-arms it only when it finds the channel empty.
   A worker's inbox starts as woken: the worker loop's first callback drains it (unless the top level
   fails), so what is put before wakes no one.
-- A wake-up rings the channel's doorbell: an eventfd that the receiver's loop watches (``add_reader``).
-  Ringing it is one ``write`` and reading it back one ``read``, where ``call_soon_threadsafe`` costs a
-  Handle, a socket write and two reads; it halves a round trip on asyncio's loops. Where there is no
-  eventfd (not Linux, no descriptor left) or the loop watches no descriptors, ``call_soon_threadsafe``
-  wakes the receiver instead, as it does for everything else that crosses.
+- A wake-up rings the receiver loop's doorbell: an eventfd that the loop watches (``add_reader``), with
+  the calls that rang it. Ringing it is one ``write``, and one ``read`` answers every ring since; where
+  ``call_soon_threadsafe`` costs a Handle, a socket write and two reads. It halves a round trip on
+  asyncio's loops. Each loop has one doorbell, shared by the channels to it. uvloop's
+  ``call_soon_threadsafe`` is an eventfd write already (and skipped while one is pending), so its loops,
+  and loops that watch no descriptors or a system without eventfds, are woken by it instead, as every
+  loop is for the rest of what crosses.
 - ``depth`` counts items put and not yet marked ``done`` by the receiver; ``wait_for_space`` lets the
   sender wait while it is above the limit. Waiting senders are released once the depth is down to half
   the limit, so a sender at the limit costs one wake-up per half-inbox, not one per message.
@@ -33,6 +35,7 @@ import os
 import selectors
 import sys
 import threading
+import weakref
 from collections.abc import Callable
 from typing import cast
 
@@ -62,10 +65,129 @@ def _nothing() -> None:
     pass
 
 
+class Doorbell:
+    """A loop's doorbell: an eventfd that the loop watches, and the calls that rang it (see above)."""
+
+    __slots__ = ("__weakref__", "_calls", "_fd", "_pending", "_pid", "_ring", "worker_loop")
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd  # open until close(), or until the doorbell is freed
+        self._calls: collections.deque[Callable[[], object]] = collections.deque()
+        self._pending = False  # True from a ring until the loop has read it back
+        self._ring = functools.partial(os.eventfd_write, fd, 1)
+        self._pid = _pid  # the process whose loop answers (a forked child shares the eventfd)
+        # A worker's own loop: its host may ring it until the worker's thread has ended, whatever the loop
+        # ends first, so only WorkerThread.close() closes it.
+        self.worker_loop = False
+
+    def close(self) -> None:
+        """Once no one will ring it, its loop no longer watching it: close the eventfd."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def __del__(self, _close: Callable[[int], None] = os.close) -> None:
+        # Neither its loop nor a channel holds it any more (a loop closed by hand, say): no one can ring it.
+        if self._fd >= 0:
+            _close(self._fd)
+
+    def call(self, fn: Callable[[], object]) -> None:
+        """Any thread: call ``fn()`` on the loop soon."""
+        self._calls.append(fn)
+        if not self._pending:
+            self._pending = True
+            self._ring()
+
+    def _answer(self) -> None:
+        # The loop's thread, as the eventfd reads.
+        if self._pid != _pid:
+            # A forked child running its copy of the loop, on the epoll instance it shares with the parent:
+            # reading the ring would take the parent's wake-up, and a channel rings only once per batch.
+            return
+        try:
+            os.eventfd_read(self._fd)
+        except BlockingIOError:  # a readiness reported with no ring (libuv allows them): nothing came
+            return
+        self._pending = False  # read, and not yet called: a call from now on rings again
+        calls = self._calls
+        try:
+            while calls:
+                calls.popleft()()
+        except BaseException:
+            if calls:  # the rest runs in the next pass
+                self._pending = True
+                self._ring()
+            raise
+
+
+def doorbell(loop: asyncio.AbstractEventLoop) -> Doorbell | None:
+    """``loop``'s doorbell, made on first use; None if it has none."""
+    known = _doorbells.get(loop)
+    if known is not None:
+        return known()
+    bell = _new_doorbell(loop)
+    _doorbells[loop] = _none if bell is None else weakref.ref(bell)
+    return bell
+
+
+def close_doorbell(loop: asyncio.AbstractEventLoop, *, loop_ended: bool = False) -> None:
+    """``loop``'s thread, once no one will ring its doorbell: close it now, not when it is freed.
+
+    ``loop_ended``: the loop's end with every worker it hosted ended; a worker's own loop is left open.
+    """
+    bell = _doorbells.get(loop, _none)()
+    if bell is None or (loop_ended and bell.worker_loop):
+        return
+    del _doorbells[loop]
+    if not loop.is_closed() and bell._pid == _pid:  # a forked child shares the parent's epoll instance
+        loop.remove_reader(bell._fd)
+    bell.close()
+
+
+def _new_doorbell(loop: asyncio.AbstractEventLoop) -> Doorbell | None:
+    if not hasattr(os, "eventfd") or not isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop):
+        return None  # no eventfd, or a loop that is not asyncio's own (uvloop, a proactor loop)
+    try:
+        fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+    except OSError:  # no descriptor left
+        return None
+    if fd >= _FD_SETSIZE and isinstance(getattr(loop, "_selector", None), selectors.SelectSelector):
+        os.close(fd)  # select() takes it, then fails in every pass of the loop
+        return None
+    bell = Doorbell(fd)
+    try:
+        loop.add_reader(fd, bell._answer)
+    except Exception:  # noqa: BLE001 - a loop that cannot watch it is woken as before
+        bell.close()
+        return None
+    return bell
+
+
+# Each loop's doorbell, held weakly: the loop holds it while it watches it, and so do the channels that
+# may ring it. Freed (with a loop closed by hand, say), it closes its eventfd.
+_doorbells: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Callable[[], Doorbell | None]]
+_doorbells = weakref.WeakKeyDictionary()
+
+
+def _none() -> None:  # for a loop that has no doorbell
+    return None
+
+
+_FD_SETSIZE = 1024
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid  # noqa: PLW0603 - which process this is
+    _pid = os.getpid()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
+
+
 class Channel:
     """One direction of traffic between a sender thread and the receiver's event loop."""
-
-    _fd = -1  # no doorbell (yet)
 
     def __init__(
         self,
@@ -97,13 +219,11 @@ class Channel:
         # wake-up runs, so a receiver may set it after items came, as long as it drains once itself then.
         self.on_ready: Callable[[], object] = _nothing
         self.on_urgent: Callable[[], object] = _nothing
-        # The doorbell, open until close(): an eventfd the receiver's loop watches, or -1 for none.
-        self._fd = _doorbell(receiver, self._rung)
-        self._pid = _pid  # the process whose loop answers the doorbell (a forked child shares its file)
-        # Any thread: wake the receiver. A ring after the receiver's loop closed wakes no one.
+        # Any thread: wake the receiver. A wake-up after the receiver's loop closed wakes no one.
+        bell = doorbell(receiver)
         self._ring: Callable[[], object] = (
-            functools.partial(os.eventfd_write, self._fd, 1)
-            if self._fd >= 0
+            functools.partial(bell.call, self._rung)
+            if bell is not None
             else functools.partial(run_soon, receiver, self._rung)
         )
 
@@ -205,32 +325,12 @@ class Channel:
                 future.set_result(None)
 
     def close(self) -> None:
-        """Once no one puts any more, on the receiver's thread or with its loop closed: close the doorbell."""
-        fd, self._fd = self._fd, -1
+        """Once no one puts any more: a put from now on wakes no one."""
         self._ring = _nothing
-        if fd >= 0:
-            if not self._receiver.is_closed():
-                self._receiver.remove_reader(fd)
-            os.close(fd)
-
-    def __del__(self) -> None:
-        # Freed without close() (its host loop was closed by hand before the worker ended, say): no loop
-        # watches the doorbell any more, and no one can ring it.
-        if self._fd >= 0:
-            os.close(self._fd)
 
     # -- receiver's loop ---------------------------------------------------------------------------
 
     def _rung(self) -> None:
-        if self._fd >= 0:
-            if self._pid != _pid:
-                # A forked child running its copy of the loop, on the epoll instance it shares with the
-                # parent: reading the ring would take the parent's wake-up, which is never sent twice.
-                return
-            try:
-                os.eventfd_read(self._fd)  # back to zero first: a ring from now on wakes the loop again
-            except BlockingIOError:  # a readiness reported with no ring (libuv allows them): nothing came
-                return
         self.on_ready()
 
     @property
@@ -262,38 +362,6 @@ class Channel:
         if self._space_wanted and self.sent - self.done_count <= self._low_water:
             self._space_wanted = False
             run_soon(self._sender, self._release_space)
-
-
-def _doorbell(loop: asyncio.AbstractEventLoop, rung: Callable[[], object]) -> int:
-    """A new eventfd that ``loop`` watches, calling ``rung`` once it is written; -1 if there can be none."""
-    if not hasattr(os, "eventfd"):  # Linux only
-        return -1
-    try:
-        fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-    except OSError:  # no descriptor left
-        return -1
-    if fd >= _FD_SETSIZE and isinstance(getattr(loop, "_selector", None), selectors.SelectSelector):
-        os.close(fd)  # select() takes it, then fails in every pass of the loop
-        return -1
-    try:
-        loop.add_reader(fd, rung)
-    except Exception:  # noqa: BLE001 - a loop that cannot watch it (a proactor loop, say) is woken as before
-        os.close(fd)
-        return -1
-    return fd
-
-
-_FD_SETSIZE = 1024
-_pid = os.getpid()
-
-
-def _forked() -> None:
-    global _pid  # noqa: PLW0603 - which process this is
-    _pid = os.getpid()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forked)
 
 
 def loop_is_clean(loop: asyncio.AbstractEventLoop) -> bool:
@@ -363,8 +431,12 @@ class WorkerThread:
             self.inbox = Channel(receiver=self.loop, sender=host_loop, limit=limit, drained_first=True)
             self.outbox = Channel(receiver=host_loop, sender=self.loop, limit=limit)
         except BaseException:
-            self.loop.close()  # a doorbell made already is closed as its channel is freed
+            self.loop.close()
+            close_doorbell(self.loop)
             raise
+        bell = doorbell(self.loop)
+        if bell is not None:
+            bell.worker_loop = True
         self._os_name = _kernel_thread_name(os_name)
         self._priority = priority
         self.thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
@@ -454,6 +526,7 @@ class WorkerThread:
         """
         if not self.loop.is_closed():  # the thread never ran
             self.loop.close()
+        close_doorbell(self.loop)  # its children have ended too: no one rings it any more
         for channel in (self.inbox, self.outbox):
             channel.close()
             channel.on_ready = channel.on_urgent = _nothing

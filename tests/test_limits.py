@@ -70,6 +70,7 @@ async def test_a_worker_leaves_no_file_descriptor_open(monkeypatch, end):
     async with ThreadWorker(answers, loop_factory="uvloop") as warm_up:  # uvloop's first use, logging's
         await warm_up.request(None)
     arkworker.set_max_workers(1)
+    gc.collect()  # the loops of earlier tests, and their descriptors, are freed first
     before = open_fds()
     async with asyncio.timeout(10):
         if end.startswith("terminated"):
@@ -102,6 +103,7 @@ def test_a_worker_outliving_its_host_loop_frees_its_slot_and_then_its_descriptor
     """A worker whose host loop was closed by hand before it ended frees its slot as it ends, and its
     descriptors are closed once its handle and that loop are freed."""
     arkworker.set_max_workers(1)
+    gc.collect()  # the loops of earlier tests, and their descriptors, are freed first
     before = open_fds()
     gate = threading.Event()
 

@@ -176,6 +176,8 @@ async def test_many_messages_across_concurrent_workers_leave_resources_flat():
     per_worker = max(1, MESSAGES // WORKERS)
     chunk = max(1, per_worker // 10)
     arkworker.set_max_workers(max(64, WORKERS))  # the conftest restores the default afterwards
+    async with ThreadWorker(counting_echo, name="soak-warm-up") as warm_up:  # the host loop's doorbell
+        await bounded(warm_up.request("count"))
     before = Sample.take()
     workers = [ThreadWorker(counting_echo, name=f"soak-m{i}") for i in range(WORKERS)]
     received = [0] * WORKERS
