@@ -18,7 +18,7 @@ from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING
 
 from ._limits import EXIT_TIMEOUT
-from ._transport import close_doorbell
+from ._transport import unwatch_doorbell
 
 if TYPE_CHECKING:
     from ._worker import ThreadWorker
@@ -60,24 +60,23 @@ async def _watch(workers: weakref.WeakSet[ThreadWorker]) -> AsyncGenerator[None,
         yield
     finally:
         loop = asyncio.get_running_loop()
-        live = list(workers)
-        stuck: set[asyncio.Future[int]] = set()
-        if live:
-            exits = [asyncio.ensure_future(worker.terminate()) for worker in live]
-            _, stuck = await asyncio.wait(exits, timeout=EXIT_TIMEOUT)
-            for future in stuck:
+        deadline = loop.time() + EXIT_TIMEOUT
+        stuck: set[ThreadWorker] = set()
+        # Until none is left: a callback of an exit (an async onexit) may start a new worker meanwhile.
+        while live := [worker for worker in workers if worker not in stuck]:
+            exits = {asyncio.ensure_future(worker.terminate()): worker for worker in live}
+            _, late = await asyncio.wait(exits, timeout=max(0.0, deadline - loop.time()))
+            for future in late:
                 future.cancel()
-            for worker, done in zip(live, exits, strict=True):
-                if done in stuck:
-                    logger.warning(
-                        "host loop ended: worker %s did not exit within %.1f s",
-                        worker,
-                        EXIT_TIMEOUT,
-                        extra={"worker": repr(worker)},
-                    )
+                stuck.add(exits[future])
+                logger.warning(
+                    "host loop ended: worker %s did not exit within %.1f s",
+                    exits[future],
+                    EXIT_TIMEOUT,
+                    extra={"worker": repr(exits[future])},
+                )
         _watched.pop(loop, None)
-        if not stuck:  # none of its workers will wake the loop again: its doorbell goes with its end
-            close_doorbell(loop, loop_ended=True)
+        unwatch_doorbell(loop, loop_ended=True)
 
 
 def _forget_after_fork() -> None:

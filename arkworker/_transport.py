@@ -68,26 +68,41 @@ def _nothing() -> None:
 class Doorbell:
     """A loop's doorbell: an eventfd that the loop watches, and the calls that rang it (see above)."""
 
-    __slots__ = ("__weakref__", "_calls", "_fd", "_pending", "_pid", "_ring", "worker_loop")
+    __slots__ = (
+        "__weakref__",
+        "_calls",
+        "_fd",
+        "_pending",
+        "_pid",
+        "_ring",
+        "channels",
+        "watched",
+        "worker_loop",
+    )
 
     def __init__(self, fd: int) -> None:
-        self._fd = fd  # open until close(), or until the doorbell is freed
+        # Open until neither the loop watches it nor an open channel may ring it (or until it is freed).
+        self._fd = fd
         self._calls: collections.deque[Callable[[], object]] = collections.deque()
         self._pending = False  # True from a ring until the loop has read it back
-        self._ring = functools.partial(os.eventfd_write, fd, 1)
+        self._ring: Callable[[], object] = functools.partial(os.eventfd_write, fd, 1)
         self._pid = _pid  # the process whose loop answers (a forked child shares the eventfd)
+        self.watched = True  # until unwatch_doorbell()
+        # Open channels to the loop: counted on the loop's thread, or, for a worker's inbox, on its host's
+        # while the worker's thread has not started or has ended.
+        self.channels = 0
         # A worker's own loop: its host may ring it until the worker's thread has ended, whatever the loop
-        # ends first, so only WorkerThread.close() closes it.
+        # ends first, so only WorkerThread.close() unwatches it.
         self.worker_loop = False
 
-    def close(self) -> None:
-        """Once no one will ring it, its loop no longer watching it: close the eventfd."""
-        fd, self._fd = self._fd, -1
-        if fd >= 0:
+    def release(self) -> None:
+        """A channel to the loop closed, or the loop stopped watching: close the eventfd if no one is left."""
+        if self.channels == 0 and not self.watched and self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            self._ring = _nothing
             os.close(fd)
 
     def __del__(self, _close: Callable[[int], None] = os.close) -> None:
-        # Neither its loop nor a channel holds it any more (a loop closed by hand, say): no one can ring it.
         if self._fd >= 0:
             _close(self._fd)
 
@@ -100,9 +115,10 @@ class Doorbell:
 
     def _answer(self) -> None:
         # The loop's thread, as the eventfd reads.
-        if self._pid != _pid:
+        if self._pid != _pid or self._fd < 0:
             # A forked child running its copy of the loop, on the epoll instance it shares with the parent:
             # reading the ring would take the parent's wake-up, and a channel rings only once per batch.
+            # Or a wake-up that came in the pass in which the doorbell closed.
             return
         try:
             os.eventfd_read(self._fd)
@@ -130,10 +146,11 @@ def doorbell(loop: asyncio.AbstractEventLoop) -> Doorbell | None:
     return bell
 
 
-def close_doorbell(loop: asyncio.AbstractEventLoop, *, loop_ended: bool = False) -> None:
-    """``loop``'s thread, once no one will ring its doorbell: close it now, not when it is freed.
+def unwatch_doorbell(loop: asyncio.AbstractEventLoop, *, loop_ended: bool = False) -> None:
+    """``loop``'s thread, as it ends: it stops watching its doorbell, which closes once the last channel
+    that may ring it has closed too (at once if there is none).
 
-    ``loop_ended``: the loop's end with every worker it hosted ended; a worker's own loop is left open.
+    ``loop_ended``: the end of a host loop (``shutdown_asyncgens``); a worker's own loop is left watching.
     """
     bell = _doorbells.get(loop, _none)()
     if bell is None or (loop_ended and bell.worker_loop):
@@ -141,7 +158,8 @@ def close_doorbell(loop: asyncio.AbstractEventLoop, *, loop_ended: bool = False)
     del _doorbells[loop]
     if not loop.is_closed() and bell._pid == _pid:  # a forked child shares the parent's epoll instance
         loop.remove_reader(bell._fd)
-    bell.close()
+    bell.watched = False
+    bell.release()
 
 
 def _new_doorbell(loop: asyncio.AbstractEventLoop) -> Doorbell | None:
@@ -158,8 +176,7 @@ def _new_doorbell(loop: asyncio.AbstractEventLoop) -> Doorbell | None:
     try:
         loop.add_reader(fd, bell._answer)
     except Exception:  # noqa: BLE001 - a loop that cannot watch it is woken as before
-        bell.close()
-        return None
+        return None  # and the doorbell, freed, closes its eventfd
     return bell
 
 
@@ -220,10 +237,12 @@ class Channel:
         self.on_ready: Callable[[], object] = _nothing
         self.on_urgent: Callable[[], object] = _nothing
         # Any thread: wake the receiver. A wake-up after the receiver's loop closed wakes no one.
-        bell = doorbell(receiver)
+        self._bell = doorbell(receiver)
+        if self._bell is not None:
+            self._bell.channels += 1
         self._ring: Callable[[], object] = (
-            functools.partial(bell.call, self._rung)
-            if bell is not None
+            functools.partial(self._bell.call, self._rung)
+            if self._bell is not None
             else functools.partial(run_soon, receiver, self._rung)
         )
 
@@ -325,8 +344,12 @@ class Channel:
                 future.set_result(None)
 
     def close(self) -> None:
-        """Once no one puts any more: a put from now on wakes no one."""
+        """Once no one puts any more: a put from now on wakes no one, and the doorbell may close."""
         self._ring = _nothing
+        bell, self._bell = self._bell, None
+        if bell is not None:
+            bell.channels -= 1
+            bell.release()
 
     # -- receiver's loop ---------------------------------------------------------------------------
 
@@ -432,7 +455,7 @@ class WorkerThread:
             self.outbox = Channel(receiver=host_loop, sender=self.loop, limit=limit)
         except BaseException:
             self.loop.close()
-            close_doorbell(self.loop)
+            unwatch_doorbell(self.loop)
             raise
         bell = doorbell(self.loop)
         if bell is not None:
@@ -526,7 +549,7 @@ class WorkerThread:
         """
         if not self.loop.is_closed():  # the thread never ran
             self.loop.close()
-        close_doorbell(self.loop)  # its children have ended too: no one rings it any more
+        unwatch_doorbell(self.loop)  # closed as the channels close: this inbox, and its children's outboxes
         for channel in (self.inbox, self.outbox):
             channel.close()
             channel.on_ready = channel.on_urgent = _nothing

@@ -8,6 +8,7 @@ import gc
 import logging
 import os
 import threading
+import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -128,6 +129,53 @@ def test_a_worker_outliving_its_host_loop_frees_its_slot_and_then_its_descriptor
     assert open_fds() > before
     del w, loop
     gc.collect()
+    assert open_fds() == before
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc/self/fd")
+def test_a_host_loop_is_freed_after_its_end_with_its_descriptors():
+    """asyncio.run's end closes every descriptor its workers and the loop's wake-ups opened, and once the
+    workers' handles are dropped nothing keeps the loop (or its workers) alive."""
+    gc.collect()
+    before = open_fds()
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+    handles: list[ThreadWorker] = []
+
+    async def main() -> None:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        async with asyncio.timeout(10):
+            async with ThreadWorker(answers) as w:
+                assert await w.request("x") == "x"
+            handles.append(ThreadWorker(answers))  # left running: the loop's end terminates it
+            assert await handles[-1].request("y") == "y"
+
+    asyncio.run(main())
+    assert handles[0].exit_code == 0
+    assert open_fds() == before
+    handles.clear()
+    gc.collect()
+    assert loops[0]() is None
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc/self/fd")
+def test_a_worker_started_by_an_exit_callback_as_the_loop_ends_is_terminated_too():
+    """A supervisor-like onexit that starts a replacement while the loop's end terminates the workers:
+    the replacement is terminated too before the loop closes, and nothing it opened stays open."""
+    gc.collect()
+    before = open_fds()
+    replacements: list[ThreadWorker] = []
+
+    async def main() -> None:
+        w = ThreadWorker(answers, name="replaced")
+        w.onexit = lambda code: replacements.append(ThreadWorker(answers, name="replacement"))
+        async with asyncio.timeout(10):
+            assert await w.request(1) == 1
+
+    asyncio.run(main())
+    (replacement,) = replacements
+    assert replacement.exit_code == 0
+    assert "arkworker-replacement" not in thread_names()
+    replacements.clear()
     assert open_fds() == before
 
 
