@@ -83,7 +83,9 @@ class Doorbell:
     def __init__(self, fd: int) -> None:
         # Open until neither the loop watches it nor an open channel may ring it (or until it is freed).
         self._fd = fd
-        self._calls: collections.deque[Callable[[], object]] = collections.deque()
+        # Always this one list: a sender may have read the attribute before the loop drains it. A list, as
+        # it rarely holds more than one call: a deque would take 600 bytes at once.
+        self._calls: list[Callable[[], object]] = []
         self._pending = False  # True from a ring until the loop has read it back
         self._ring: Callable[[], object] = functools.partial(os.eventfd_write, fd, 1)
         self._pid = _pid  # the process whose loop answers (a forked child shares the eventfd)
@@ -128,7 +130,7 @@ class Doorbell:
         calls = self._calls
         try:
             while calls:
-                calls.popleft()()
+                calls.pop(0)()
         except BaseException:
             if calls:  # the rest runs in the next pass
                 self._pending = True
