@@ -164,6 +164,22 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         except WorkerInitializationError:
             transport.close()
             raise
+        try:
+            self._start(transport, name, clone, max_message_size)
+        except BaseException as exc:  # no thread, or an interrupted start: nothing runs, nothing is tracked
+            _limits.release(transport)
+            transport.close()
+            _hostloop.untrack(self._loop, self)
+            parent = getattr(self, "_parent", None)
+            if parent is not None:
+                parent._children.pop(self, None)
+            forget(self._script)
+            if isinstance(exc, RuntimeError):
+                raise WorkerInitializationError(f"cannot start worker {self._label}: {exc}") from exc
+            raise
+
+    def _start(self, transport: WorkerThread, name: str | None, clone: bool, max_message_size: int) -> None:
+        """Host thread: the handle's state, then the worker's thread."""
         # At most 29 attributes in all (EventTarget's included): with 30, CPython 3.11 gave each handle a dict
         # of its own, 1.3 KiB more per worker, instead of one sharing its keys with the others.
         self._transport = transport
@@ -192,23 +208,8 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         _hostloop.track(self._loop, self)
         self._outbox.on_ready = self._pump
         self._outbox.on_urgent = self._on_urgent
-        self._start(
-            ThreadWorkerGlobalScope(transport, self._script, name, self._label, clone, max_message_size)
-        )
-
-    def _start(self, port: ThreadWorkerGlobalScope) -> None:
-        try:
-            self._transport.start(port._begin, port.close, self._thread_ended)
-        except BaseException as exc:  # no thread, or an interrupted start: nothing runs, nothing is tracked
-            _limits.release(self._transport)
-            self._transport.close()
-            _hostloop.untrack(self._loop, self)
-            if self._parent is not None:
-                self._parent._children.pop(self, None)
-            forget(self._script)
-            if isinstance(exc, RuntimeError):
-                raise WorkerInitializationError(f"cannot start worker {self._label}: {exc}") from exc
-            raise
+        port = ThreadWorkerGlobalScope(transport, self._script, name, self._label, clone, max_message_size)
+        transport.start(port._begin, port.close, self._thread_ended)
 
     def __repr__(self) -> str:
         return f"<ThreadWorker {self._label} {self._state.name}>"

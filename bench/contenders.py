@@ -31,6 +31,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -387,21 +388,29 @@ class FloorUv(Floor):
 class FloorFd(Floor):
     """The floor with arkworker's wake-up: each loop watches an eventfd (``add_reader``); a call from the
     other thread is appended to a deque and rings it, one ``write``; the loop reads it back, one ``read``,
-    and runs the calls. No Handle, no self-pipe. Without ``os.eventfd`` it is the floor itself."""
+    and runs the calls. No Handle, no self-pipe. As in arkworker, a host loop has one doorbell for all its
+    workers, kept until the loop ends, and each worker's loop one of its own. Without ``os.eventfd`` it
+    is the floor itself."""
 
     key = "floor-fd"
     label = "raw floor woken by an eventfd each way (add_reader + a deque of calls)"
     scenarios = "AC"
+    _host_doorbells: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Callable[..., None]]] = (
+        weakref.WeakKeyDictionary()
+    )
 
     @classmethod
     def missing(cls) -> str | None:
         return None if hasattr(os, "eventfd") else "no os.eventfd on this system"
 
     def _bridges(self) -> tuple[Callable[..., object], Callable[..., object]]:
-        self.doorbells: list[tuple[asyncio.AbstractEventLoop, int]] = []
         if not hasattr(os, "eventfd"):
             return super()._bridges()
-        return self._doorbell(self.loop), self._doorbell(self.host_loop)
+        to_host = self._host_doorbells.get(self.host_loop)
+        if to_host is None:
+            to_host = self._host_doorbells[self.host_loop] = self._doorbell(self.host_loop)
+        self.worker_fd = -1
+        return self._doorbell(self.loop), to_host
 
     def _doorbell(self, loop: asyncio.AbstractEventLoop) -> Callable[..., None]:
         calls: collections.deque[tuple[Callable[..., object], tuple[Any, ...]]] = collections.deque()
@@ -419,15 +428,16 @@ class FloorFd(Floor):
             ring()
 
         loop.add_reader(fd, rung)  # before the worker's thread starts; the host's loop is this thread's
-        self.doorbells.append((loop, fd))
+        if loop is self.loop:
+            self.worker_fd = fd  # closed once the worker's thread has ended
+        else:
+            weakref.finalize(loop, os.close, fd)  # the host loop's: closed with the loop
         return call
 
     async def _ended(self) -> None:
         await super()._ended()
-        for loop, fd in self.doorbells:
-            if not loop.is_closed():
-                loop.remove_reader(fd)
-            os.close(fd)
+        if getattr(self, "worker_fd", -1) >= 0:
+            os.close(self.worker_fd)  # its loop is closed
 
 
 class FloorBatch(Floor):
@@ -535,6 +545,10 @@ class FloorRequest(FloorFd):
     label = "floor-fd + ids, a FIFO each way, handler(Event(x)), copy decisions, RUNNING report"
     scenarios = "AC"
     TERMINATE = -1  # the request id of the terminate item
+
+    @classmethod
+    def missing(cls) -> str | None:
+        return None  # without os.eventfd it is built on the floor itself, as arkworker is
 
     async def start(self) -> None:
         self.ids = itertools.count()

@@ -63,7 +63,16 @@ def answers(port: Any) -> None:
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc/self/fd")
 @pytest.mark.parametrize(
-    "end", ["terminated", "terminated, uvloop", "closed itself", "failed to start", "refused", "no thread"]
+    "end",
+    [
+        "terminated",
+        "terminated, uvloop",
+        "closed itself",
+        "failed to start",
+        "refused",
+        "no thread",
+        "interrupted",
+    ],
 )
 async def test_a_worker_leaves_no_file_descriptor_open(monkeypatch, end):
     """However a worker ends, or fails to start, every descriptor it opened (its loop's, its channels')
@@ -91,11 +100,18 @@ async def test_a_worker_leaves_no_file_descriptor_open(monkeypatch, end):
                     ThreadWorker(idle)
                 assert open_fds() == during
             await holder.wait()
-        else:
+        elif end == "no thread":
             with monkeypatch.context() as patched:
                 patched.setattr(threading.Thread, "start", no_thread)
                 with pytest.raises(WorkerInitializationError):
                     ThreadWorker(idle)
+        else:  # interrupted after its slot was taken, before its thread was started
+            with monkeypatch.context() as patched:
+                patched.setattr(arkworker._hostloop, "track", interrupt)
+                with pytest.raises(KeyboardInterrupt):
+                    ThreadWorker(idle)
+            async with ThreadWorker(idle):  # its slot is free again
+                pass
     assert open_fds() == before
 
 
@@ -177,6 +193,10 @@ def test_a_worker_started_by_an_exit_callback_as_the_loop_ends_is_terminated_too
     assert "arkworker-replacement" not in thread_names()
     replacements.clear()
     assert open_fds() == before
+
+
+def interrupt(*args: object) -> None:
+    raise KeyboardInterrupt
 
 
 def no_thread(self: threading.Thread) -> None:
