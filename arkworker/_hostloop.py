@@ -76,7 +76,8 @@ async def _watch(workers: weakref.WeakSet[ThreadWorker]) -> AsyncGenerator[None,
                     extra={"worker": repr(exits[future])},
                 )
         _watched.pop(loop, None)
-        unwatch_doorbell(loop, loop_ended=True)
+        if not stuck:  # a stuck worker may still post, and a loop may run on after this: it stays woken
+            unwatch_doorbell(loop, loop_ended=True)
 
 
 def _forget_after_fork() -> None:

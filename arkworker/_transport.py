@@ -463,9 +463,8 @@ class WorkerThread:
             self.loop.close()
             unwatch_doorbell(self.loop)
             raise
-        bell = doorbell(self.loop)
-        if bell is not None:
-            bell.worker_loop = True
+        if self.inbox._bell is not None:  # the worker loop's doorbell, made for its inbox
+            self.inbox._bell.worker_loop = True
         self._os_name = _kernel_thread_name(os_name)
         self._priority = priority
         self.thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
