@@ -430,6 +430,10 @@ class BlockingReply:
         return self._value
 
 
+# Every worker's loop, from its worker's construction on (held weakly; closed as its worker ends).
+_worker_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+
 class WorkerThread:
     """A worker's own event loop, running on a dedicated OS thread, and its two channels.
 
@@ -449,6 +453,8 @@ class WorkerThread:
         self.loop = loop_factory()
         if not isinstance(self.loop, asyncio.AbstractEventLoop):
             raise TypeError(f"it must return an event loop, not {type(self.loop).__name__}")
+        if self.loop in _worker_loops:  # its thread may not have started it yet
+            raise ValueError("it must return a new event loop, not the loop of another worker")
         if self.loop.is_running() or self.loop.is_closed():  # the host's own loop, say
             state = "running" if self.loop.is_running() else "closed"
             raise ValueError(f"it must return a new event loop, not a {state} one")
@@ -463,6 +469,7 @@ class WorkerThread:
             self.loop.close()
             unwatch_doorbell(self.loop)
             raise
+        _worker_loops.add(self.loop)
         if self.inbox._bell is not None:  # the worker loop's doorbell, made for its inbox
             self.inbox._bell.worker_loop = True
         self._os_name = _kernel_thread_name(os_name)

@@ -9,6 +9,9 @@ run.py times arkworker side by side with the floors; this takes the time apart, 
   worker's cost per message (bench B's handler) while the host only waits;
 - round trip: Python function calls per round trip on each thread (cProfile), arkworker and the floor;
 - start-up: the host's time in ``ThreadWorker(...)`` against the floor's ``start()``;
+- copy: a round trip of bench E's 3-key dict with ``clone=True``, against ``clone=False``, and with the
+  flat copy's checks replaced by less than SPEC allows (a bare ``.copy()``; a test of each item's type
+  with no size bound): how much of the copy's price is its checks;
 - Python bytecodes executed on both threads per message, per round trip and per lifecycle, arkworker
   against the design limits (``floor-onmessage``, ``floor-request``): a count, which moves by a few
   percent between runs (how many loop passes a wake-up takes depends on timing), far less than a time.
@@ -19,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import cProfile
 import pstats
+import random
 import statistics
 import sys
 import threading
@@ -27,15 +31,18 @@ from collections.abc import Awaitable, Callable
 from types import FrameType
 from typing import Any
 
-from contenders import END, PARK, PARKED, Ark, Floor, FloorOnmessage, FloorRequest, _ark_worker
+from contenders import END, PARK, PARKED, Ark, ArkNoCopy, Floor, FloorOnmessage, FloorRequest, _ark_worker
+from scenarios import PAYLOADS
 
 import arkworker
+from arkworker import _clone
 
 QUICK = "--quick" in sys.argv[1:]
 N = 20_000 if QUICK else 200_000  # messages per throughput block
 REPS = 2 if QUICK else 7
 ROUND_TRIPS = 2_000 if QUICK else 20_000  # profiled round trips
 LIFECYCLES = 30 if QUICK else 300
+COPY_REPS, COPY_N = (5, 100) if QUICK else (100, 400)  # interleaved blocks of round trips, per variant
 # How many of each unit the bytecode count runs, and the design limit it is compared with.
 COUNTED = (
     {"message": 20_000, "round trip": 300, "lifecycle": 100}
@@ -105,6 +112,64 @@ async def construction(k: int = LIFECYCLES) -> tuple[float, float]:
         await f.roundtrip(1)
         await f.stop()
     return statistics.median(ark) / 1000, statistics.median(floor) / 1000
+
+
+def _bare_copy(data: dict[Any, Any] | list[Any], max_size: int) -> object:
+    """No check at all: what any copy costs. Less than SPEC allows (nested or huge items get through)."""
+    return data.copy()
+
+
+_FLAT_KINDS = frozenset({type(None), bool, int, float, str, bytes})
+
+
+def _types_only(data: dict[Any, Any] | list[Any], max_size: int) -> object:
+    """The type test of each key and item alone, with no size bound: less than SPEC needs."""
+    for key in data if type(data) is dict else ():
+        if type(key) not in _FLAT_KINDS:
+            return None
+    for item in data.values() if type(data) is dict else data:
+        if type(item) not in _FLAT_KINDS:
+            return None
+    return data.copy()
+
+
+async def copy_apart() -> dict[str, float]:
+    """Each variant's round trip of the 3-key dict over ``clone=False``'s, a median of interleaved blocks."""
+    shipped = _clone._flat_copy
+    variants: dict[str, Callable[..., object] | None] = {
+        "clone=False": None,
+        "bare .copy(), no checks": _bare_copy,
+        "type tests only, no size bound": _types_only,
+        "as shipped": shipped,
+    }
+    by_ref, copying = ArkNoCopy(), Ark()
+    await by_ref.start()
+    await copying.start()
+    medians: dict[str, list[float]] = {name: [] for name in variants}
+    x = PAYLOADS["small dict (3 keys)"]()
+    try:
+        for rep in range(COPY_REPS + 1):  # the first pass warms up
+            order = list(variants)
+            random.shuffle(order)
+            for name in order:
+                flat_copy = variants[name]
+                contender = by_ref if flat_copy is None else copying
+                _clone._flat_copy = shipped if flat_copy is None else flat_copy  # type: ignore[assignment]
+                samples = []
+                for _ in range(COPY_N):
+                    start = time.perf_counter_ns()
+                    x = await contender.roundtrip(x)
+                    samples.append(time.perf_counter_ns() - start)
+                if rep:
+                    medians[name].append(statistics.median(samples))
+    finally:
+        _clone._flat_copy = shipped
+        await by_ref.stop()
+        await copying.stop()
+    base = medians["clone=False"]
+    return {
+        name: statistics.median(a / b for a, b in zip(v, base, strict=True)) for name, v in medians.items()
+    }
 
 
 class _Bytecodes:
@@ -186,6 +251,9 @@ async def main() -> None:
           f"floor {floor_calls[0]:.0f} / {floor_calls[1]:.0f}")  # fmt: skip
     ark_us, floor_us = await construction()
     print(f"start: ThreadWorker(...) {ark_us:.0f} µs, the floor's start() {floor_us:.0f} µs")
+    ratios = await copy_apart()
+    shown = (f"{name} {ratio:.3f}" for name, ratio in ratios.items() if name != "clone=False")
+    print("copy of a 3-key dict, round trip over clone=False's: " + ", ".join(shown))
     for unit, limit in LIMITS.items():
         ark, least = await bytecodes_per(Ark, unit), await bytecodes_per(limit, unit)
         print(f"bytecodes per {unit} (both threads): arkworker {ark:.0f}, {limit.key} {least:.0f}")

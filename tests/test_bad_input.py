@@ -8,6 +8,7 @@ import sys
 import threading
 
 import pytest
+import uvloop
 from support import answer
 
 import arkworker
@@ -237,6 +238,22 @@ async def test_a_loop_factory_that_returns_no_new_loop_raises_worker_initializat
     assert not host.is_closed()
     async with ThreadWorker(answer) as w:  # the one slot is free
         assert await asyncio.wait_for(w.request("ok"), 5) == "ok"
+
+
+@pytest.mark.parametrize(
+    "new_loop", [asyncio.new_event_loop, uvloop.new_event_loop], ids=["asyncio", "uvloop"]
+)
+async def test_a_loop_factory_that_returns_another_workers_loop_raises_worker_initialization_error(new_loop):
+    """Two workers cannot share one loop, even before the first one's thread has started it: the second
+    construction is refused, starts no thread, and the first worker runs on."""
+    shared = new_loop()
+    before = {t.name for t in threading.enumerate()}
+    first = ThreadWorker(answer, name="first", loop_factory=lambda: shared)  # its thread has not run yet
+    with pytest.raises(WorkerInitializationError, match="the loop of another worker"):
+        ThreadWorker(answer, loop_factory=lambda: shared)
+    assert {t.name for t in threading.enumerate()} - before <= {"arkworker-first"}
+    async with first:
+        assert await asyncio.wait_for(first.request("ok"), 5) == "ok"
 
 
 async def test_a_nan_timeout_raises_parameter_error():

@@ -65,6 +65,7 @@ def test_apart_quick_run_prints_each_figure() -> None:
         "throughput, apart: host",
         "calls per round trip",
         "start: ThreadWorker(...)",
+        "copy of a 3-key dict, round trip over clone=False's: bare .copy(), no checks",
         "bytecodes per message",
         "bytecodes per round trip",
         "bytecodes per lifecycle",
