@@ -29,6 +29,7 @@ from ._errors import (
 from ._events import (
     CALLBACK_ERRORS,
     PLAIN_RESULTS,
+    Callback,
     ErrorEvent,
     EventTarget,
     MessageEvent,
@@ -192,6 +193,7 @@ class ThreadWorkerGlobalScope(EventTarget):
         ``timeout_ms`` is 1-5000 milliseconds; 0 or out of range means 5000. The host method's exception
         is raised here.
         """
+        self._check_thread()  # from the host's thread, it would block the loop that must answer it
         if not isinstance(instance_name, str) or not isinstance(method_name, str):
             raise ParameterError("instance_name and method_name must be str")
         if not isinstance(timeout_ms, (int, float)) or isinstance(timeout_ms, bool):
@@ -250,17 +252,21 @@ class ThreadWorkerGlobalScope(EventTarget):
 
     def _message_error(self, exc: SerializationError) -> None:
         """A message could not be copied or rebuilt here: ``onmessageerror``, and the exit code becomes 1."""
+        self._call_message_error(self._callbacks("messageerror"), exc)
+
+    def _call_message_error(self, callbacks: tuple[Callback, ...], exc: SerializationError) -> None:
         event = error_event(exc, "messageerror")
         self._send_report(proto.ErrorReport(event, "messageerror"))
-        result = call_in_order(self._callbacks("messageerror"), event, self._handler_error)
+        result = call_in_order(callbacks, event, self._handler_error)
         if result is not None:
             self._spawn(result)
 
     def _not_rebuilt(self, exc: SerializationError) -> None:
         """A message from the host cannot be rebuilt here: ``onmessageerror``, or, without one, the host
         reports it to its loop's exception handler, so that it is never dropped silently."""
-        if self._callbacks("messageerror"):
-            self._message_error(exc)
+        callbacks = self._callbacks("messageerror")  # taken once: it uses up the once() listeners
+        if callbacks:
+            self._call_message_error(callbacks, exc)
         else:
             self._send_report(proto.ErrorReport(error_event(exc, "messageerror"), "not rebuilt"))
 

@@ -46,6 +46,7 @@ from ._errors import (
 )
 from ._events import (
     PLAIN_RESULTS,
+    Callback,
     EventTarget,
     Handler,
     MessageEvent,
@@ -444,7 +445,8 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
     def _exit_future(self, asker: asyncio.Task[Any] | None) -> asyncio.Future[int]:
         # ``asker``: the task that asked for the exit, which may hand the waiting to another task.
         future: asyncio.Future[int]
-        if self._exit_waiters is None:
+        if self._exit_waiters is None or (self._state is _TERMINATED and self._held_by(asker)):
+            # Settled, or asked by the exit callbacks, which would wait for themselves: the code is known.
             future = self._loop.create_future()
             future.set_result(cast("int", self._exit_code))
         elif self._busy is None and asyncio.current_task() is not None:
@@ -534,11 +536,15 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
             self._busy = None
             self._pump()
 
+    def _held_by(self, asker: asyncio.Task[Any] | None) -> bool:
+        """True iff the async callback that holds the delivery is ``asker`` or the running task."""
+        return self._busy is not None and (asker is self._busy or asyncio.current_task() is self._busy)
+
     def _let_go_if_waiting_on_itself(self, asker: asyncio.Task[Any] | None) -> None:
         # From request() and from a task starting to wait for the exit. If the async callback that holds
         # the delivery asked for it, or is that task, it waits for something queued behind itself (an
         # answer, the exit): the delivery goes on without it, a pass later, and it resumes in its turn.
-        if self._busy is not None and (asker is self._busy or asyncio.current_task() is self._busy):
+        if self._held_by(asker):
             self._busy = None
             self._loop.call_soon(self._pump)
 
@@ -632,18 +638,20 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         )
 
     def _message_error(self, exc: SerializationError) -> None:
+        self._call_message_error(self._callbacks("messageerror"), exc)
+
+    def _call_message_error(self, callbacks: tuple[Callback, ...], exc: SerializationError) -> None:
         event = error_event(exc, "messageerror")
-        result = call_in_order(
-            self._callbacks("messageerror"), event, self._report_callback_error, catch=self._callback_errors
-        )
+        result = call_in_order(callbacks, event, self._report_callback_error, catch=self._callback_errors)
         if result is not None:
             schedule(self._loop, result)
 
     def _not_rebuilt(self, exc: SerializationError) -> None:
         """A message from the worker cannot be rebuilt here: it goes to ``onmessageerror``, or, without one,
         to the host loop's exception handler, so that it is never dropped silently."""
-        if self._callbacks("messageerror"):
-            self._message_error(exc)
+        callbacks = self._callbacks("messageerror")  # taken once: it uses up the once() listeners
+        if callbacks:
+            self._call_message_error(callbacks, exc)
         else:
             self._loop.call_exception_handler(
                 {
@@ -710,10 +718,8 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         )
         if result is None:
             self._settle_exit()
-        elif self._busy is None:
+        else:  # held even if an async error callback of the crash holds the delivery: nothing is behind it
             self._hold(self._settle_after(result))
-        else:  # settled while an async callback holds the outbox: nothing is left behind the exit anyway
-            schedule(self._loop, self._settle_after(result))
 
     async def _settle_after(self, awaitable: Awaitable[None]) -> None:
         try:

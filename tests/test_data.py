@@ -841,28 +841,33 @@ class BreaksWhenRebuilt:
         return (int, ("not a number",))
 
 
-@pytest.mark.parametrize("handled", [True, False], ids=["onmessageerror", "no-onmessageerror"])
+HANDLED_BY = ["onmessageerror", "once", None]
+
+
+@pytest.mark.parametrize("handled", HANDLED_BY, ids=["onmessageerror", "once-listener", "unhandled"])
 async def test_a_worker_message_the_host_cannot_rebuild_is_reported_never_dropped(handled):
-    """A message from the worker that the host cannot rebuild goes to the host's onmessageerror with a
-    SerializationError, or, without one, to the host loop's exception handler; the messages around it
-    are delivered."""
+    """A message from the worker that the host cannot rebuild goes to the host's onmessageerror (or a
+    once("messageerror") listener) with a SerializationError, or, without one, to the host loop's
+    exception handler; the messages around it are delivered."""
     reported: list[BaseException] = []
     asyncio.get_running_loop().set_exception_handler(
         lambda loop, context: reported.append(context["exception"])
     )
     w = ThreadWorker(lambda port: [port.post_message(m) for m in ("before", BreaksWhenRebuilt(), "after")])
-    if handled:
+    if handled == "onmessageerror":
         w.onmessageerror = lambda event: reported.append(event.error)
+    elif handled == "once":
+        w.once("messageerror", lambda event: reported.append(event.error))
     assert await asyncio.wait_for(w.terminate(), 5) == 0
     assert [m async for m in w.messages()] == ["before", "after"]
     assert [type(exc) for exc in reported] == [SerializationError]
 
 
-@pytest.mark.parametrize("handled", [True, False], ids=["onmessageerror", "no-onmessageerror"])
+@pytest.mark.parametrize("handled", HANDLED_BY, ids=["onmessageerror", "once-listener", "unhandled"])
 async def test_a_host_message_the_worker_cannot_rebuild_is_reported_never_dropped(handled):
-    """A message from the host that the worker cannot rebuild goes to the worker's onmessageerror, or,
-    without one, to the host loop's exception handler; either way the exit code is 1 (a worker-side
-    message error) and the messages around it are handled."""
+    """A message from the host that the worker cannot rebuild goes to the worker's onmessageerror (or a
+    once("messageerror") listener), or, without one, to the host loop's exception handler; either way the
+    exit code is 1 (a worker-side message error) and the messages around it are handled."""
     reported: list[BaseException] = []
     asyncio.get_running_loop().set_exception_handler(
         lambda loop, context: reported.append(context["exception"])
@@ -870,10 +875,14 @@ async def test_a_host_message_the_worker_cannot_rebuild_is_reported_never_droppe
 
     def script(port):
         port.onmessage = lambda e: port.post_message(e.data)
-        if handled:
-            port.onmessageerror = lambda event: port.post_message(
-                ("messageerror", type(event.error).__name__)
-            )
+
+        def on_message_error(event):
+            port.post_message(("messageerror", type(event.error).__name__))
+
+        if handled == "onmessageerror":
+            port.onmessageerror = on_message_error
+        elif handled == "once":
+            port.once("messageerror", on_message_error)
 
     w = ThreadWorker(script)
     for message in ("before", BreaksWhenRebuilt(), "after"):

@@ -616,6 +616,55 @@ async def test_an_async_host_callback_may_hand_the_wait_for_its_own_worker_to_an
     await asyncio.wait_for(w.terminate(), TIMEOUT)
 
 
+EXIT_AWAITED_BY = {
+    "onexit: wait()": ("onexit", lambda w: w.wait()),
+    "onexit: terminate()": ("onexit", lambda w: w.terminate()),
+    "onexit: wait_for(wait())": ("onexit", lambda w: asyncio.wait_for(w.wait(), TIMEOUT)),
+    "exit listener: wait()": ("listener", lambda w: w.wait()),
+}
+
+
+@pytest.mark.parametrize("crash", [False, True], ids=["clean", "after-async-onerror"])
+@pytest.mark.parametrize(("where", "wait"), EXIT_AWAITED_BY.values(), ids=EXIT_AWAITED_BY.keys())
+async def test_an_async_exit_callback_that_awaits_its_own_workers_exit_gets_the_code(where, wait, crash):
+    """An async onexit or "exit" listener that awaits its own worker's exit (wait() or terminate()) gets
+    the exit code at once instead of waiting for itself; the host's terminate() and later wait() return
+    once it has finished, also when an async onerror of the worker's crash was still running."""
+    steps: list[object] = []
+
+    def script(port):
+        def on_message(e):
+            raise RuntimeError("crash")
+
+        port.onmessage = on_message
+
+    w = ThreadWorker(script)
+    if crash:
+
+        async def on_error(event):
+            await asyncio.sleep(0)
+            steps.append("onerror")
+
+        w.onerror = on_error
+
+    async def on_exit(code):
+        steps.append(("exit callback got", await wait(w)))
+
+    if where == "onexit":
+        w.onexit = on_exit
+    else:
+        w.on("exit", on_exit)
+    if crash:
+        w.post_message("crash")
+        code = await asyncio.wait_for(w.wait(), TIMEOUT)
+    else:
+        code = await asyncio.wait_for(w.terminate(), TIMEOUT)
+    assert code == (1 if crash else 0)
+    assert ("exit callback got", code) in steps  # it had finished when the outer wait returned
+    assert await asyncio.wait_for(w.wait(), TIMEOUT) == code
+    assert await asyncio.wait_for(w.terminate(), TIMEOUT) == code
+
+
 @pytest.mark.parametrize("how", ["terminate", "worker-closes"])
 async def test_awaiting_the_exit_inside_an_async_host_callback_returns(how):
     """An async host callback of a worker may await that worker's exit (terminate() or wait()): the

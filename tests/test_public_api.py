@@ -154,13 +154,14 @@ async def test_a_module_shared_by_workers_posts_through_each_workers_own_port(sh
 
 
 async def test_a_workers_port_used_from_another_thread_raises_not_in_worker_error():
-    """The port itself, used from a thread the worker started, raises NotInWorkerError for posts and
-    close() (SPEC: anywhere else using it raises), and the worker goes on as before."""
+    """The port itself, used from a thread the worker started, raises NotInWorkerError for posts, global
+    calls and close() (SPEC: anywhere else using it raises), and the worker goes on as before."""
 
     def script(port):
         def from_a_thread():
             outcome = []
-            for call in (lambda: port.post_message("x"), port.close):
+            global_call = lambda: port.call_global_call_object_method("obj", "method", 5000)  # noqa: E731
+            for call in (lambda: port.post_message("x"), global_call, port.close):
                 try:
                     call()
                     outcome.append("no error")
@@ -174,9 +175,27 @@ async def test_a_workers_port_used_from_another_thread_raises_not_in_worker_erro
         port.onmessage = on_message
 
     async with arkworker.ThreadWorker(script) as w:
-        assert await asyncio.wait_for(w.request("go"), 5) == ["NotInWorkerError", "NotInWorkerError"]
+        assert await asyncio.wait_for(w.request("go"), 5) == ["NotInWorkerError"] * 3
         assert w.state is arkworker.WorkerState.RUNNING
-        assert await asyncio.wait_for(w.request("again"), 5) == ["NotInWorkerError", "NotInWorkerError"]
+        assert await asyncio.wait_for(w.request("again"), 5) == ["NotInWorkerError"] * 3
+    assert w.exit_code == 0
+
+
+async def test_a_global_call_from_the_host_thread_raises_not_in_worker_error_at_once():
+    """A worker's port used on the host thread for a global call raises NotInWorkerError at once: it
+    would block the very loop that must answer it, then time out."""
+    ports: list = []
+
+    def script(port):
+        ports.append(port)
+        port.onmessage = lambda e: e.data
+
+    async with arkworker.ThreadWorker(script) as w:
+        w.register_global_call_object("obj", object())
+        assert await asyncio.wait_for(w.request("started"), 5) == "started"
+        with pytest.raises(arkworker.NotInWorkerError):
+            ports[0].call_global_call_object_method("obj", "__repr__", 5000)
+        assert w.state is arkworker.WorkerState.RUNNING
     assert w.exit_code == 0
 
 
