@@ -17,7 +17,7 @@ import weakref
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING
 
-from ._limits import EXIT_TIMEOUT
+from ._limits import EXIT_TIMEOUT, abandon
 from ._transport import unwatch_doorbell
 
 if TYPE_CHECKING:
@@ -69,6 +69,7 @@ async def _watch(workers: weakref.WeakSet[ThreadWorker]) -> AsyncGenerator[None,
             for future in late:
                 future.cancel()
                 stuck.add(exits[future])
+                abandon(exits[future]._transport)  # reported here: interpreter exit does not wait again
                 logger.warning(
                     "host loop ended: worker %s did not exit within %.1f s",
                     exits[future],

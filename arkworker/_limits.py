@@ -20,12 +20,13 @@ EXIT_TIMEOUT = 5.0
 
 
 class _Slot:
-    __slots__ = ("name", "stop", "transport")
+    __slots__ = ("abandoned", "name", "stop", "transport")
 
     def __init__(self, transport: WorkerThread, stop: Callable[[], object], name: str) -> None:
         self.transport = transport
         self.stop = stop
         self.name = name
+        self.abandoned = False  # its host loop ended, waited for it in vain and reported it
 
 
 _lock = threading.Lock()  # guards the two names below: workers may be created on many threads
@@ -55,7 +56,7 @@ def admit(transport: WorkerThread, stop: Callable[[], object], name: str) -> Non
                 del _slots[ended]
         if len(_slots) >= _max_workers:
             raise WorkerInitializationError(
-                f"cannot start worker {name!r}: {len(_slots)} workers are alive and the limit is "
+                f"cannot start worker {name}: {len(_slots)} workers are alive and the limit is "
                 f"{_max_workers} (see arkworker.set_max_workers)"
             )
         _slots[transport] = _Slot(transport, stop, name)
@@ -67,6 +68,14 @@ def release(transport: WorkerThread) -> None:
         _slots.pop(transport, None)
 
 
+def abandon(transport: WorkerThread) -> None:
+    """Its host loop has ended, waited for the worker in vain and reported it: exit will not wait again."""
+    with _lock:
+        slot = _slots.get(transport)
+        if slot is not None:
+            slot.abandoned = True
+
+
 def _stop_all(timeout: float = EXIT_TIMEOUT) -> None:
     # Interpreter exit: ask every live worker to terminate, wait a bounded time, report the stuck ones.
     # Under the lock: a host closes its worker's transport only after releasing its slot.
@@ -76,6 +85,8 @@ def _stop_all(timeout: float = EXIT_TIMEOUT) -> None:
             slot.stop()
     deadline = time.monotonic() + timeout
     for slot in slots:
+        if slot.abandoned:
+            continue
         if not slot.transport.join(max(0.0, deadline - time.monotonic())):
             logger.warning(
                 "interpreter exit: worker %s did not finish within %.1f s and was abandoned",

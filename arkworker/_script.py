@@ -18,6 +18,9 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _STDLIB_DIRS = tuple(
     {os.path.abspath(sysconfig.get_paths()[key]) + os.sep for key in ("stdlib", "platstdlib")}
 )
+# Installed packages are user code, though their directory may lie inside the standard library's (a
+# virtual environment's platstdlib holds its site-packages).
+_SITE_DIRS = tuple({os.path.abspath(sysconfig.get_paths()[key]) + os.sep for key in ("purelib", "platlib")})
 _counter = itertools.count(1)
 
 
@@ -124,7 +127,7 @@ def user_location(exc: BaseException) -> tuple[str, int, int]:
         filename = tb.tb_frame.f_code.co_filename
         if not filename.startswith(_PACKAGE_DIR):
             outside = (filename, tb.tb_lineno, _column(tb))
-            if not filename.startswith(_STDLIB_DIRS):
+            if not filename.startswith(_STDLIB_DIRS) or filename.startswith(_SITE_DIRS):
                 user = outside
         tb = tb.tb_next
     return user or outside

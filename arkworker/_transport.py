@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures.thread
 import contextlib
 import ctypes
 import functools
@@ -37,9 +38,11 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable
-from typing import cast
+from typing import TypeVar, cast
 
 from ._events import ThreadWorkerPriority
+
+T = TypeVar("T")
 
 
 def run_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., object], *args: object) -> bool:
@@ -390,19 +393,52 @@ class Channel:
 
 
 def loop_is_clean(loop: asyncio.AbstractEventLoop) -> bool:
-    """True iff ``loop`` surely has no live async generator and no default executor, so that
+    """True iff ``loop`` surely has no live async generator and no default executor at work, so that
     ``shutdown_asyncgens()`` and ``shutdown_default_executor()`` have nothing to do.
 
     It reads the bookkeeping of asyncio's own loops, as those two methods do first; for any other loop
     (uvloop), or one that overrides them, it is False, and they run.
     """
     kind = type(loop)
+    executor = getattr(loop, "_default_executor", False)
     return (
         kind.shutdown_asyncgens is asyncio.BaseEventLoop.shutdown_asyncgens
         and kind.shutdown_default_executor is asyncio.BaseEventLoop.shutdown_default_executor
         and not getattr(loop, "_asyncgens", True)
-        and getattr(loop, "_default_executor", False) is None
+        and (executor is None or (type(executor) is WorkerPool and not executor.started))
     )
+
+
+# The pool threads that concurrent.futures joins at interpreter exit, before atexit runs.
+_JOINED_AT_EXIT: dict[threading.Thread, object] = getattr(concurrent.futures.thread, "_threads_queues", {})
+
+
+class WorkerPool(concurrent.futures.ThreadPoolExecutor):
+    """A worker loop's default executor (``asyncio.to_thread``, ``run_in_executor(None, ...)``): asyncio's
+    own kind of pool, made on first use as asyncio makes its own, except that interpreter exit does not
+    wait for its threads. concurrent.futures joins every pool thread before ``atexit`` runs, so a worker
+    stuck in one would hang the exit; it is reported and abandoned instead, as any stuck worker is.
+    """
+
+    def __init__(self, thread_name_prefix: str) -> None:  # the pool itself starts on first use
+        self.started = False
+        self._prefix = thread_name_prefix
+
+    def submit(
+        self, fn: Callable[..., T], /, *args: object, **kwargs: object
+    ) -> concurrent.futures.Future[T]:
+        """Worker thread (asyncio calls it): run ``fn`` in a pool thread."""
+        if not self.started:
+            super().__init__(thread_name_prefix=self._prefix)
+            self.started = True
+        future = super().submit(fn, *args, **kwargs)
+        for thread in self._threads:  # made by the worker's daemon thread, so daemons too
+            _JOINED_AT_EXIT.pop(thread, None)
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        if self.started:
+            super().shutdown(wait, cancel_futures=cancel_futures)
 
 
 class BlockingReply:
@@ -458,6 +494,7 @@ class WorkerThread:
         if self.loop.is_running() or self.loop.is_closed():  # the host's own loop, say
             state = "running" if self.loop.is_running() else "closed"
             raise ValueError(f"it must return a new event loop, not a {state} one")
+        self.loop.set_default_executor(WorkerPool(f"{thread_name}-pool"))
         made: list[Channel] = []
         try:
             self.inbox = Channel(receiver=self.loop, sender=host_loop, limit=limit, drained_first=True)

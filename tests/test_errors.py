@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sysconfig
 import threading
 import uuid
 from collections.abc import Iterator
@@ -209,6 +211,22 @@ async def test_error_event_points_at_worker_script_line(tmp_path, kind):
     assert event.filename == str(path)  # tmp_path is absolute
     assert event.lineno == line_of(source, "# raises")
     assert isinstance(event.colno, int)
+
+
+async def test_error_event_points_at_an_installed_package_not_the_standard_library():
+    """Code of an installed package is user code, though site-packages may lie inside the standard
+    library's directory (a virtual environment's does): an error it raises through json points at it."""
+    filename = os.path.join(sysconfig.get_paths()["purelib"], "some_package", "handlers.py")
+    source = "import json\n\ndef on_message(e):\n    return json.loads(e.data)\n"
+    namespace: dict[str, object] = {}
+    exec(compile(source, filename, "exec"), namespace)  # as if imported from that file
+    got, on_error = future_of_first(asyncio.get_running_loop())
+    w = ThreadWorker(lambda port: setattr(port, "onmessage", namespace["on_message"]))
+    w.onerror = on_error
+    w.post_message("{not json")
+    event = await asyncio.wait_for(got, 5)
+    assert await w.wait() == 1
+    assert (event.filename, event.lineno) == (filename, 4)
 
 
 def failing_handler(e):

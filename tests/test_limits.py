@@ -206,6 +206,23 @@ def no_thread(self: threading.Thread) -> None:
 # -- the limit ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("loop_factory", [None, "uvloop"])
+async def test_a_workers_default_executor_threads_end_with_the_worker(loop_factory):
+    """asyncio.to_thread in a worker runs in a pool thread named after the worker, and the pool's threads
+    have ended once the worker's exit has settled."""
+
+    def script(port):
+        async def on_message(e):
+            return await asyncio.to_thread(lambda: threading.current_thread().name)
+
+        port.onmessage = on_message
+
+    w = ThreadWorker(script, name="pooled", loop_factory=loop_factory)
+    assert (await asyncio.wait_for(w.request("where?"), 5)).startswith("arkworker-pooled-pool")
+    assert await asyncio.wait_for(w.terminate(), 5) == 0
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("arkworker-pooled")]
+
+
 async def test_default_limit_is_64_live_workers():
     """64 workers can live at once and the 65th is refused with WorkerInitializationError naming the limit."""
     async with many(64) as workers:
