@@ -19,9 +19,10 @@ and keep the ``Channel`` contract:
   sender wait while it is above the limit. Waiting senders are released once the depth is down to half
   the limit, so a sender at the limit costs one wake-up per half-inbox, not one per message.
 - ``put_urgent`` items bypass the FIFO (cancellations, global calls) and always wake the receiver.
-- ``put_quietly`` appends without a wake-up; the sender must call ``wake`` before it handles anything
-  else or returns to its loop. The worker answers a request quietly and wakes the host as its pump
-  returns to the loop: a host woken while the worker still runs Python would only block on the GIL.
+- ``put_quietly`` appends without a wake-up, which ``wake`` (or any later ``put``) sends: a receiver
+  woken while the sender still runs Python would only block on the GIL. The worker answers a request
+  quietly and wakes the host as its pump returns to the loop; the host wakes the worker for a request
+  as the answer is awaited.
 """
 
 from __future__ import annotations
@@ -254,7 +255,7 @@ class Channel:
     # -- sender's thread ---------------------------------------------------------------------------
 
     def put_quietly(self, item: object) -> None:
-        """Append a counted ``item`` without waking the receiver; ``wake`` it before doing anything else."""
+        """Append a counted ``item`` without waking the receiver: ``wake`` or a later ``put`` does."""
         self.sent += 1
         self.items.append(item)
 

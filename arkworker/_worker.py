@@ -7,6 +7,7 @@ that does not await sees a stable worker.
 from __future__ import annotations
 
 import asyncio
+import collections.abc
 import contextlib
 import inspect
 import itertools
@@ -14,7 +15,8 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+import warnings
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from types import TracebackType
 from typing import Any, Generic, Self, cast
 
@@ -304,19 +306,32 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
             raise
 
     def request(self, data: SendT, *, timeout: float | None = None) -> Coroutine[Any, Any, Any]:
-        """Send ``data`` as a request and return what the worker's ``onmessage`` returns for it (a coroutine;
-        the request is sent when it first runs).
+        """Send ``data`` as a request at once, and return a coroutine of what the worker's ``onmessage``
+        returns for it. Called off the host loop's thread (to be run on that loop from another thread),
+        the request is sent when the coroutine first runs, on the host loop.
 
-        The handler's exception is raised here with its original type and the worker's traceback.
-        Cancelling this call, or its ``timeout`` (seconds) expiring, cancels the handler in the worker.
+        The handler's exception is raised by the coroutine with its original type and the worker's
+        traceback. Cancelling it, its ``timeout`` (seconds) expiring, or dropping it unawaited cancels the
+        handler in the worker; a handler that has not started never runs.
 
         :raises WorkerNotRunningError: after ``terminate()``, or if the worker exits before answering.
         :raises TimeoutError: if ``timeout`` expires.
         """
-        # The task that asks, which may not be the one that awaits (asyncio.wait_for, gather, create_task).
-        return self._request(data, timeout, _calling_task())
+        loop, asker = _caller()
+        if loop is not self._loop:
+            return self._request_later(data, timeout, asker)
+        request_id, future = self._send_request(data, timeout, asker)
+        return _Answer(self, request_id, future, timeout)
 
-    async def _request(self, data: SendT, timeout: float | None, asker: asyncio.Task[Any] | None) -> Any:
+    async def _request_later(
+        self, data: SendT, timeout: float | None, asker: asyncio.Task[Any] | None
+    ) -> Any:
+        request_id, future = self._send_request(data, timeout, asker)
+        return await self._answer_of(request_id, future, timeout)
+
+    def _send_request(
+        self, data: SendT, timeout: float | None, asker: asyncio.Task[Any] | None
+    ) -> tuple[int, asyncio.Future[Any]]:
         if timeout is not None and (
             not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not timeout >= 0  # NaN too
         ):
@@ -326,18 +341,28 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         future: asyncio.Future[Any] = self._loop.create_future()
         self._pending[request_id] = future
         self._requests += 1
-        self._inbox.put(proto.Request(request_id, payload))  # the last step before the await
+        # Woken as the answer is awaited: a worker woken before the host has gone back to its loop would
+        # only wait for the GIL. Until then a post, a request or terminate() wakes it, and FIFO holds.
+        self._inbox.put_quietly(proto.Request(request_id, payload))
         if self._busy is not None:
             self._let_go_if_waiting_on_itself(asker)
+        return request_id, future
+
+    async def _answer_of(self, request_id: int, future: asyncio.Future[Any], timeout: float | None) -> Any:
+        self._inbox.wake()  # the request's, or nothing if the worker is woken already
         try:
             if timeout is None:
                 return await future
             async with asyncio.timeout(timeout):
                 return await future
         except BaseException:
-            if self._pending.pop(request_id, None) is not None:  # still unanswered: stop the handler
-                self._inbox.put_urgent(proto.Cancel(request_id))
+            self._cancel_request(request_id)
             raise
+
+    def _cancel_request(self, request_id: int) -> None:
+        """Nobody waits for the answer any more: the worker drops the request, or cancels its handler."""
+        if self._pending.pop(request_id, None) is not None:  # still unanswered
+            self._inbox.put_urgent(proto.Cancel(request_id))
 
     def messages(self) -> MessageIterator[RecvT]:
         """``async for data in w.messages()``: each message no handler took, in order, until the exit."""
@@ -768,6 +793,72 @@ class _ExitFuture(asyncio.Future[int]):
         if self.worker is not None:
             self.worker._let_go_if_waiting_on_itself(self.asker)
         super().add_done_callback(fn, context=context)
+
+
+class _Answer(collections.abc.Coroutine[Any, Any, Any]):
+    """What ``request()`` returns on the host loop: a coroutine of the answer to a request sent already.
+
+    It waits in ``ThreadWorker._answer_of``, made as it first runs. Cancelled or closed before that, or
+    dropped unawaited, it cancels the request, as the cancellation of a waiting task does.
+    """
+
+    __slots__ = ("_future", "_id", "_timeout", "_waiting", "_worker")
+
+    def __init__(
+        self,
+        worker: ThreadWorker[Any, Any],
+        request_id: int,
+        future: asyncio.Future[Any],
+        timeout: float | None,
+    ) -> None:
+        self._worker = worker
+        self._id = request_id
+        self._future = future
+        self._timeout = timeout
+        self._waiting: Coroutine[Any, Any, Any] | None = None
+
+    def _wait(self) -> Coroutine[Any, Any, Any]:
+        if self._waiting is None:
+            self._waiting = self._worker._answer_of(self._id, self._future, self._timeout)
+        return self._waiting
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        if self._waiting is None:  # _wait(), inlined: this is every request's path
+            self._waiting = self._worker._answer_of(self._id, self._future, self._timeout)
+        return self._waiting.__await__()
+
+    def send(self, value: Any) -> Any:
+        return self._wait().send(value)
+
+    def throw(self, *exc_info: Any) -> Any:
+        if self._waiting is None:  # a task cancelled before its first step
+            self._worker._cancel_request(self._id)
+        return self._wait().throw(*exc_info)
+
+    def close(self) -> None:
+        if self._waiting is None:
+            self._worker._cancel_request(self._id)
+        self._wait().close()
+
+    def __del__(self) -> None:
+        if self._waiting is None:  # never awaited: nobody will take the answer
+            self._worker._cancel_request(self._id)
+            warnings.warn(
+                f"the request {self._id} to worker {self._worker._label} was never awaited: it is cancelled",
+                RuntimeWarning,
+                source=self,
+                stacklevel=2,
+            )
+
+
+def _caller() -> tuple[asyncio.AbstractEventLoop | None, asyncio.Task[Any] | None]:
+    """The loop running on this thread and its running task (None for either if there is none): the
+    task that asks, which may not be the one that awaits (asyncio.wait_for, gather, create_task)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # no running loop on this thread
+        return None, None
+    return loop, asyncio.current_task(loop)
 
 
 def _calling_task() -> asyncio.Task[Any] | None:

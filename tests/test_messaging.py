@@ -440,6 +440,65 @@ async def test_request_cancelled_before_handler_started_never_runs(blocker):
         assert not ran.is_set(), "the handler of a request cancelled before it started ran anyway"
 
 
+@pytest.mark.parametrize("how", ["task-cancelled-before-its-first-step", "never-awaited"])
+async def test_a_request_given_up_before_it_was_awaited_is_dropped(how):
+    """request() sends at once. A request whose task is cancelled before its first step, or whose
+    coroutine is dropped unawaited (with a RuntimeWarning), is cancelled in the worker like any other:
+    a handler that has not started never runs."""
+    entered, gate, ran = threading.Event(), threading.Event(), threading.Event()
+
+    def setup(port):
+        def on_message(e):
+            if e.data == "block":
+                entered.set()
+                gate.wait(TIMEOUT)
+            elif e.data == "victim":
+                ran.set()
+            return e.data
+
+        port.onmessage = on_message
+
+    async with ThreadWorker(setup) as w:
+        blocked = asyncio.create_task(w.request("block"))
+        assert await wait_thread(entered)
+        if how == "never-awaited":
+            with pytest.warns(RuntimeWarning, match="never awaited"):
+                w.request("victim")  # the coroutine is freed at once
+        else:
+            victim = asyncio.create_task(w.request("victim"))
+            victim.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await victim
+        assert w.statistics().pending_requests == 1  # "block" alone
+        gate.set()
+        assert await asyncio.wait_for(blocked, TIMEOUT) == "block"
+        assert await asyncio.wait_for(w.request("probe"), TIMEOUT) == "probe"
+        assert not ran.is_set(), "the handler of a request given up before it started ran anyway"
+
+
+async def test_requests_are_sent_at_once_in_order_with_posts_and_before_terminate():
+    """request() sends at once, in order with post_message: a request made before a post is handled
+    first though its coroutine is awaited later, and requests whose tasks have not run yet when
+    terminate() is called are still answered, as messages posted before it are."""
+    seen: list[object] = []
+
+    def setup(port):
+        def on_message(e):
+            seen.append(e.data)
+            return e.data
+
+        port.onmessage = on_message
+
+    w = ThreadWorker(setup)
+    first = w.request("first")  # not awaited yet
+    w.post_message("second")
+    answers = [asyncio.create_task(w.request(i)) for i in range(3)]
+    assert await asyncio.wait_for(w.terminate(), TIMEOUT) == 0
+    assert await first == "first"
+    assert [await answer for answer in answers] == [0, 1, 2]
+    assert seen == ["first", "second", 0, 1, 2]
+
+
 @pytest.mark.parametrize("loop_factory", [None, "uvloop"], ids=["asyncio-worker", "uvloop-worker"])
 async def test_reply_does_not_wait_for_the_next_handler(loop_factory):
     """A request's answer reaches the host while the worker is still busy with the message after it."""

@@ -330,7 +330,11 @@ class WorkerMachine(RuleBasedStateMachine):
             before = m.handle.statistics().requests
             started = self.loop.create_future()
             m.shared.started[seq] = started
-            task = asyncio.ensure_future(m.handle.request(("wait", seq)))
+            try:
+                task = asyncio.ensure_future(m.handle.request(("wait", seq)))  # sent at once
+            except WorkerNotRunningError:
+                assert m.handle.statistics().requests == before
+                return  # refused: the worker is terminating
             if after_start:
                 done, _ = await asyncio.wait({task, started}, timeout=TIMEOUT, return_when="FIRST_COMPLETED")
                 assert done, "the request neither started nor settled"
@@ -343,8 +347,7 @@ class WorkerMachine(RuleBasedStateMachine):
             except (asyncio.CancelledError, WorkerNotRunningError) as exc:
                 outcome = exc
             started.cancel()
-            if m.handle.statistics().requests == before:
-                return  # cancelled before it was sent, or refused
+            assert m.handle.statistics().requests == before + 1
             m.accepted.append(("request", "wait", seq))
             m.cancelled.add(seq)
             m.outcomes[seq] = outcome
