@@ -496,7 +496,8 @@ class ThreadWorkerGlobalScope(EventTarget):
                 await self._shut_down()
             finally:  # even if a task cancelled this one: what asyncio.run() does at the end
                 await self._loop.shutdown_asyncgens()
-                await self._loop.shutdown_default_executor()
+                if self._transport.executor_used():  # else nothing to wait for (uvloop would start a thread)
+                    await self._loop.shutdown_default_executor()
                 await self._reports_sent()  # of errors raised as the async generators closed
         except asyncio.CancelledError:
             raise

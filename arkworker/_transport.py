@@ -495,7 +495,8 @@ class WorkerThread:
         if self.loop.is_running() or self.loop.is_closed():  # the host's own loop, say
             state = "running" if self.loop.is_running() else "closed"
             raise ValueError(f"it must return a new event loop, not a {state} one")
-        self.loop.set_default_executor(WorkerPool(f"{thread_name}-pool"))
+        self.pool = WorkerPool(f"{thread_name}-pool")
+        self.loop.set_default_executor(self.pool)
         made: list[Channel] = []
         try:
             self.inbox = Channel(receiver=self.loop, sender=host_loop, limit=limit, drained_first=True)
@@ -607,6 +608,11 @@ class WorkerThread:
         self._on_end = None
         self.loop.set_exception_handler(None)
         self.loop.set_task_factory(None)
+
+    def executor_used(self) -> bool:
+        """Worker thread: False iff the loop's default executor is still this worker's pool, never used
+        (uvloop's is not readable: there it is taken to be)."""
+        return self.pool.started or getattr(self.loop, "_default_executor", self.pool) is not self.pool
 
     def join(self, timeout: float | None = None) -> bool:
         """Block until the thread ended (or ``timeout``); True iff it has."""
