@@ -317,10 +317,14 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         :raises WorkerNotRunningError: after ``terminate()``, or if the worker exits before answering.
         :raises TimeoutError: if ``timeout`` expires.
         """
-        loop, asker = _caller()
-        if loop is not self._loop:
-            return self._request_later(data, timeout, asker)
-        request_id, future = self._send_request(data, timeout, asker)
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # no running loop on this thread
+            loop = None
+        if loop is not self._loop:  # to be run on the host loop, from another thread: no task asks
+            return self._request_later(data, timeout, None)
+        # The task that asks, which may not be the one that awaits (asyncio.wait_for, gather, create_task).
+        request_id, future = self._send_request(data, timeout, asyncio.current_task(loop))
         return _Answer(self, request_id, future, timeout)
 
     async def _request_later(
@@ -849,16 +853,6 @@ class _Answer(collections.abc.Coroutine[Any, Any, Any]):
                 source=self,
                 stacklevel=2,
             )
-
-
-def _caller() -> tuple[asyncio.AbstractEventLoop | None, asyncio.Task[Any] | None]:
-    """The loop running on this thread and its running task (None for either if there is none): the
-    task that asks, which may not be the one that awaits (asyncio.wait_for, gather, create_task)."""
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:  # no running loop on this thread
-        return None, None
-    return loop, asyncio.current_task(loop)
 
 
 def _calling_task() -> asyncio.Task[Any] | None:
