@@ -496,7 +496,8 @@ class WorkerThread:
             state = "running" if self.loop.is_running() else "closed"
             raise ValueError(f"it must return a new event loop, not a {state} one")
         self.pool = WorkerPool(f"{thread_name}-pool")
-        self.loop.set_default_executor(self.pool)
+        if getattr(self.loop, "_default_executor", None) is None:  # one the loop_factory set stays
+            self.loop.set_default_executor(self.pool)
         made: list[Channel] = []
         try:
             self.inbox = Channel(receiver=self.loop, sender=host_loop, limit=limit, drained_first=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import gc
 import logging
@@ -221,6 +222,28 @@ async def test_a_workers_default_executor_threads_end_with_the_worker(loop_facto
     assert (await asyncio.wait_for(w.request("where?"), 5)).startswith("arkworker-pooled-pool")
     assert await asyncio.wait_for(w.terminate(), 5) == 0
     assert not [t.name for t in threading.enumerate() if t.name.startswith("arkworker-pooled")]
+
+
+async def test_a_default_executor_set_by_the_loop_factory_is_kept():
+    """A loop_factory that gives its loop a default executor of its own keeps it: to_thread runs there."""
+    own = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="own-pool")
+
+    def loop_with_executor() -> asyncio.AbstractEventLoop:
+        loop = asyncio.new_event_loop()
+        loop.set_default_executor(own)
+        return loop
+
+    def script(port):
+        async def on_message(e):
+            return await asyncio.to_thread(lambda: threading.current_thread().name)
+
+        port.onmessage = on_message
+
+    try:
+        async with ThreadWorker(script, loop_factory=loop_with_executor) as w:
+            assert (await asyncio.wait_for(w.request("where?"), 5)).startswith("own-pool")
+    finally:
+        own.shutdown()
 
 
 async def test_default_limit_is_64_live_workers():
