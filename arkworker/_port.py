@@ -38,7 +38,7 @@ from ._events import (
     call_in_order,
 )
 from ._script import Script, run_top_level, user_location
-from ._transport import BlockingReply, WorkerThread, loop_is_clean
+from ._transport import BlockingReply, WorkerThread
 
 if TYPE_CHECKING:
     from ._worker import ThreadWorker
@@ -481,7 +481,7 @@ class ThreadWorkerGlobalScope(EventTarget):
             and not self._children
             and not self._internal
             and (not self._tasks or all(task.done() for task in self._tasks))
-            and loop_is_clean(self._loop)
+            and self._transport.loop_is_clean()
         )
 
     async def _clean_up(self) -> None:

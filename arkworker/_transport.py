@@ -203,6 +203,7 @@ _pid = os.getpid()
 def _forked() -> None:
     global _pid  # noqa: PLW0603 - which process this is
     _pid = os.getpid()
+    _worker_loops.clear()  # a forked child has none of its parent's worker threads
 
 
 if hasattr(os, "register_at_fork"):
@@ -393,23 +394,6 @@ class Channel:
             run_soon(self._sender, self._release_space)
 
 
-def loop_is_clean(loop: asyncio.AbstractEventLoop) -> bool:
-    """True iff ``loop`` surely has no live async generator and no default executor at work, so that
-    ``shutdown_asyncgens()`` and ``shutdown_default_executor()`` have nothing to do.
-
-    It reads the bookkeeping of asyncio's own loops, as those two methods do first; for any other loop
-    (uvloop), or one that overrides them, it is False, and they run.
-    """
-    kind = type(loop)
-    executor = getattr(loop, "_default_executor", False)
-    return (
-        kind.shutdown_asyncgens is asyncio.BaseEventLoop.shutdown_asyncgens
-        and kind.shutdown_default_executor is asyncio.BaseEventLoop.shutdown_default_executor
-        and not getattr(loop, "_asyncgens", True)
-        and (executor is None or (type(executor) is WorkerPool and not executor.started))
-    )
-
-
 # The pool threads that concurrent.futures joins at interpreter exit, before atexit runs.
 _JOINED_AT_EXIT: dict[threading.Thread, object] = getattr(concurrent.futures.thread, "_threads_queues", {})
 
@@ -467,8 +451,8 @@ class BlockingReply:
         return self._value
 
 
-# Every worker's loop, from its worker's construction on (held weakly; closed as its worker ends).
-_worker_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+# The loop of every worker whose thread has not ended.
+_worker_loops: set[asyncio.AbstractEventLoop] = set()
 
 
 class WorkerThread:
@@ -509,7 +493,14 @@ class WorkerThread:
             self.loop.close()
             unwatch_doorbell(self.loop)
             raise
-        _worker_loops.add(self.loop)
+        kind = type(self.loop)
+        # asyncio's own loop, whose bookkeeping tells when shutdown_asyncgens() and
+        # shutdown_default_executor() have nothing to do (see loop_is_clean).
+        self._plain_asyncio = (
+            kind.shutdown_asyncgens is asyncio.BaseEventLoop.shutdown_asyncgens
+            and kind.shutdown_default_executor is asyncio.BaseEventLoop.shutdown_default_executor
+            and hasattr(self.loop, "_asyncgens")
+        )
         if self.inbox._bell is not None:  # the worker loop's doorbell, made for its inbox
             self.inbox._bell.worker_loop = True
         self._os_name = _kernel_thread_name(os_name)
@@ -525,6 +516,7 @@ class WorkerThread:
         # instead of the GIL going back and forth between them as the worker's loop starts.
         self._host_done = threading.Lock()
         self._host_done.acquire()
+        _worker_loops.add(self.loop)  # until the thread ends, or the transport closes if it never runs
 
     def start(
         self,
@@ -590,6 +582,7 @@ class WorkerThread:
             self.crash(exc)
         finally:
             loop.close()
+            _worker_loops.discard(loop)
             self._on_end(self._crash)
 
     def close(self) -> None:
@@ -601,6 +594,7 @@ class WorkerThread:
         """
         if not self.loop.is_closed():  # the thread never ran
             self.loop.close()
+        _worker_loops.discard(self.loop)
         unwatch_doorbell(self.loop)  # closed as the channels close: this inbox, and its children's outboxes
         for channel in (self.inbox, self.outbox):
             channel.close()
@@ -614,6 +608,15 @@ class WorkerThread:
         """Worker thread: False iff the loop's default executor is still this worker's pool, never used
         (uvloop's is not readable: there it is taken to be)."""
         return self.pool.started or getattr(self.loop, "_default_executor", self.pool) is not self.pool
+
+    def loop_is_clean(self) -> bool:
+        """Worker thread: True iff the loop surely has no live async generator and no default executor at
+        work, so that ``shutdown_asyncgens()`` and ``shutdown_default_executor()`` have nothing to do.
+
+        It reads the bookkeeping of asyncio's own loops, as those two methods do first; for any other loop
+        (uvloop), or one that overrides them, it is False, and they run.
+        """
+        return self._plain_asyncio and not self.loop._asyncgens and not self.executor_used()  # type: ignore[attr-defined]
 
     def join(self, timeout: float | None = None) -> bool:
         """Block until the thread ended (or ``timeout``); True iff it has."""
