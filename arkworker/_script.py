@@ -18,8 +18,8 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _STDLIB_DIRS = tuple(
     {os.path.abspath(sysconfig.get_paths()[key]) + os.sep for key in ("stdlib", "platstdlib")}
 )
-# Installed packages are user code, though their directory may lie inside the standard library's (a
-# virtual environment's platstdlib holds its site-packages).
+# Installed packages, whose directory may lie inside the standard library's (a virtual environment's
+# platstdlib holds its site-packages).
 _SITE_DIRS = tuple({os.path.abspath(sysconfig.get_paths()[key]) + os.sep for key in ("purelib", "platlib")})
 _counter = itertools.count(1)
 
@@ -115,22 +115,26 @@ def forget(script: Script) -> None:
 def user_location(exc: BaseException) -> tuple[str, int, int]:
     """``(filename, lineno, colno)`` of the innermost frame of user code that raised ``exc``.
 
-    User code is anything outside arkworker and the standard library; when the whole traceback is
-    there, the innermost frame outside arkworker is used.
+    User code is anything outside arkworker, the standard library and the installed packages; without
+    any, the innermost frame of an installed package is used, and without that, the innermost frame
+    outside arkworker.
     """
     if isinstance(exc, SyntaxError) and exc.filename:
         return exc.filename, exc.lineno or 0, exc.offset or 0
     user: tuple[str, int, int] | None = None
+    installed: tuple[str, int, int] | None = None
     outside: tuple[str, int, int] = ("", 0, 0)
     tb = exc.__traceback__
     while tb is not None:
         filename = tb.tb_frame.f_code.co_filename
         if not filename.startswith(_PACKAGE_DIR):
             outside = (filename, tb.tb_lineno, _column(tb))
-            if not filename.startswith(_STDLIB_DIRS) or filename.startswith(_SITE_DIRS):
+            if filename.startswith(_SITE_DIRS):
+                installed = outside
+            elif not filename.startswith(_STDLIB_DIRS):
                 user = outside
         tb = tb.tb_next
-    return user or outside
+    return user or installed or outside
 
 
 def _column(tb: types.TracebackType) -> int:

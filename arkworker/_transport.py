@@ -394,6 +394,16 @@ class Channel:
             run_soon(self._sender, self._release_space)
 
 
+_HIDDEN = object()  # a loop attribute that cannot be read (uvloop's)
+
+
+def _is_uvloop_factory(factory: Callable[[], asyncio.AbstractEventLoop]) -> bool:
+    """True iff ``factory`` is ``uvloop.new_event_loop`` itself, whose loops have no default executor."""
+    return getattr(factory, "__module__", None) == "uvloop" and getattr(factory, "__name__", None) == (
+        "new_event_loop"
+    )
+
+
 # The pool threads that concurrent.futures joins at interpreter exit, before atexit runs.
 _JOINED_AT_EXIT: dict[threading.Thread, object] = getattr(concurrent.futures.thread, "_threads_queues", {})
 
@@ -417,8 +427,9 @@ class WorkerPool(concurrent.futures.ThreadPoolExecutor):
             super().__init__(thread_name_prefix=self._prefix)
             self.started = True
         future = super().submit(fn, *args, **kwargs)
-        for thread in self._threads:  # made by the worker's daemon thread, so daemons too
-            _JOINED_AT_EXIT.pop(thread, None)
+        for thread in self._threads:
+            if thread.daemon:  # made by the worker's daemon thread (a plain thread's would be joined)
+                _JOINED_AT_EXIT.pop(thread, None)
         return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -479,11 +490,15 @@ class WorkerThread:
         if self.loop.is_running() or self.loop.is_closed():  # the host's own loop, say
             state = "running" if self.loop.is_running() else "closed"
             raise ValueError(f"it must return a new event loop, not a {state} one")
-        self.pool = WorkerPool(f"{thread_name}-pool")
-        if getattr(self.loop, "_default_executor", None) is None:  # one the loop_factory set stays
-            self.loop.set_default_executor(self.pool)
         made: list[Channel] = []
         try:
+            # The loop's default executor, unless the loop_factory set one (or may have: a uvloop loop
+            # does not show it, and only uvloop's own factory surely sets none).
+            executor = getattr(self.loop, "_default_executor", _HIDDEN)
+            self.pool: WorkerPool | None = None
+            if executor is None or (executor is _HIDDEN and _is_uvloop_factory(loop_factory)):
+                self.pool = WorkerPool(f"{thread_name}-pool")
+                self.loop.set_default_executor(self.pool)
             self.inbox = Channel(receiver=self.loop, sender=host_loop, limit=limit, drained_first=True)
             made.append(self.inbox)
             self.outbox = Channel(receiver=host_loop, sender=self.loop, limit=limit)
@@ -605,9 +620,13 @@ class WorkerThread:
         self.loop.set_task_factory(None)
 
     def executor_used(self) -> bool:
-        """Worker thread: False iff the loop's default executor is still this worker's pool, never used
-        (uvloop's is not readable: there it is taken to be)."""
-        return self.pool.started or getattr(self.loop, "_default_executor", self.pool) is not self.pool
+        """Worker thread: False iff the loop's default executor is still this worker's pool, never used.
+
+        A uvloop loop does not show its executor: there the pool is taken to be it, as nothing but the
+        worker's code could have replaced it.
+        """
+        pool = self.pool
+        return pool is None or pool.started or getattr(self.loop, "_default_executor", pool) is not pool
 
     def loop_is_clean(self) -> bool:
         """Worker thread: True iff the loop surely has no live async generator and no default executor at

@@ -346,7 +346,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         self._pending[request_id] = future
         self._requests += 1
         # Woken as the answer is awaited: a worker woken before the host has gone back to its loop would
-        # only wait for the GIL. Until then a post, a request or terminate() wakes it, and FIFO holds.
+        # only wait for the GIL. Until then a post or terminate() wakes it, and FIFO order holds.
         self._inbox.put_quietly(proto.Request(request_id, payload))
         if self._busy is not None:
             self._let_go_if_waiting_on_itself(asker)
@@ -363,10 +363,13 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
             self._cancel_request(request_id)
             raise
 
-    def _cancel_request(self, request_id: int) -> None:
-        """Nobody waits for the answer any more: the worker drops the request, or cancels its handler."""
-        if self._pending.pop(request_id, None) is not None:  # still unanswered
-            self._inbox.put_urgent(proto.Cancel(request_id))
+    def _cancel_request(self, request_id: int) -> bool:
+        """Nobody waits for the answer any more: the worker drops the request, or cancels its handler.
+        False if it was answered already."""
+        if self._pending.pop(request_id, None) is None:
+            return False
+        self._inbox.put_urgent(proto.Cancel(request_id))
+        return True
 
     def messages(self) -> MessageIterator[RecvT]:
         """``async for data in w.messages()``: each message no handler took, in order, until the exit."""
@@ -729,7 +732,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
                 self._discarded,
                 extra={"worker": self._label},
             )
-        for future in self._pending.values():
+        for future in list(self._pending.values()):  # an unawaited request may be freed meanwhile
             if not future.done():
                 future.set_exception(WorkerNotRunningError(f"worker {self._label} exited before answering"))
         self._pending.clear()
@@ -827,9 +830,12 @@ class _Answer(collections.abc.Coroutine[Any, Any, Any]):
         return self._waiting
 
     def __await__(self) -> Generator[Any, None, Any]:
-        if self._waiting is None:  # _wait(), inlined: this is every request's path
-            self._waiting = self._worker._answer_of(self._id, self._future, self._timeout)
-        return self._waiting.__await__()
+        waiting = self._waiting
+        if waiting is None:  # _wait(), inlined: this is every request's path
+            waiting = self._waiting = self._worker._answer_of(self._id, self._future, self._timeout)
+        elif waiting.cr_await is not None:  # type: ignore[attr-defined]
+            raise RuntimeError("coroutine is being awaited already")  # as a native coroutine says
+        return waiting.__await__()
 
     def send(self, value: Any) -> Any:
         return self._wait().send(value)
@@ -846,9 +852,10 @@ class _Answer(collections.abc.Coroutine[Any, Any, Any]):
 
     def __del__(self) -> None:
         if self._waiting is None:  # never awaited: nobody will take the answer
-            self._worker._cancel_request(self._id)
+            cancelled = self._worker._cancel_request(self._id)
             warnings.warn(
-                f"the request {self._id} to worker {self._worker._label} was never awaited: it is cancelled",
+                f"the request {self._id} to worker {self._worker._label} was never awaited"
+                + (": it is cancelled" if cancelled else ""),
                 RuntimeWarning,
                 source=self,
                 stacklevel=2,

@@ -213,20 +213,45 @@ async def test_error_event_points_at_worker_script_line(tmp_path, kind):
     assert isinstance(event.colno, int)
 
 
-async def test_error_event_points_at_an_installed_package_not_the_standard_library():
-    """Code of an installed package is user code, though site-packages may lie inside the standard
-    library's directory (a virtual environment's does): an error it raises through json points at it."""
+def installed(source: str) -> dict[str, object]:
+    """Run ``source`` as if it were a module of an installed package (its file in site-packages)."""
     filename = os.path.join(sysconfig.get_paths()["purelib"], "some_package", "handlers.py")
-    source = "import json\n\ndef on_message(e):\n    return json.loads(e.data)\n"
-    namespace: dict[str, object] = {}
+    namespace: dict[str, object] = {"__file__": filename}
     exec(compile(source, filename, "exec"), namespace)  # as if imported from that file
+    return namespace
+
+
+async def test_error_event_points_at_an_installed_package_not_the_standard_library():
+    """Without user code in the traceback, an installed package's frame is used, though site-packages
+    may lie inside the standard library's directory (a virtual environment's does): an error it raises
+    through json points at it."""
+    package = installed("import json\n\ndef on_message(e):\n    return json.loads(e.data)\n")
     got, on_error = future_of_first(asyncio.get_running_loop())
-    w = ThreadWorker(lambda port: setattr(port, "onmessage", namespace["on_message"]))
+    w = ThreadWorker(lambda port: setattr(port, "onmessage", package["on_message"]))
     w.onerror = on_error
     w.post_message("{not json")
     event = await asyncio.wait_for(got, 5)
     assert await w.wait() == 1
-    assert (event.filename, event.lineno) == (filename, 4)
+    assert (event.filename, event.lineno) == (package["__file__"], 4)
+
+
+def handler_calling_a_package(e):
+    """A handler of this test module that calls into an installed package, which raises."""
+    return PACKAGE["check"](e.data)
+
+
+PACKAGE = installed("def check(value):\n    raise ValueError(value)\n")
+
+
+async def test_error_event_points_at_user_code_that_called_an_installed_package():
+    """User code that called an installed package which raised is where the ErrorEvent points."""
+    got, on_error = future_of_first(asyncio.get_running_loop())
+    w = ThreadWorker(lambda port: setattr(port, "onmessage", handler_calling_a_package))
+    w.onerror = on_error
+    w.post_message("bad")
+    event = await asyncio.wait_for(got, 5)
+    assert await w.wait() == 1
+    assert (event.filename, event.lineno) == (__file__, handler_calling_a_package.__code__.co_firstlineno + 2)
 
 
 def failing_handler(e):

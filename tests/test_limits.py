@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+import uvloop
 
 import arkworker
 from arkworker import (
@@ -224,12 +225,16 @@ async def test_a_workers_default_executor_threads_end_with_the_worker(loop_facto
     assert not [t.name for t in threading.enumerate() if t.name.startswith("arkworker-pooled")]
 
 
-async def test_a_default_executor_set_by_the_loop_factory_is_kept():
-    """A loop_factory that gives its loop a default executor of its own keeps it: to_thread runs there."""
+@pytest.mark.parametrize(
+    "new_loop", [asyncio.new_event_loop, uvloop.new_event_loop], ids=["asyncio", "uvloop"]
+)
+async def test_a_default_executor_set_by_the_loop_factory_is_kept(new_loop):
+    """A loop_factory that gives its loop a default executor of its own keeps it: to_thread runs there,
+    also on a uvloop loop, which does not show whether it has one."""
     own = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="own-pool")
 
     def loop_with_executor() -> asyncio.AbstractEventLoop:
-        loop = asyncio.new_event_loop()
+        loop = new_loop()
         loop.set_default_executor(own)
         return loop
 

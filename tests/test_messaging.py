@@ -8,6 +8,7 @@ import sys
 import threading
 import traceback
 
+import anyio
 import pytest
 from support import drain, echo, take, wait_thread
 
@@ -474,6 +475,41 @@ async def test_a_request_given_up_before_it_was_awaited_is_dropped(how):
         assert await asyncio.wait_for(blocked, TIMEOUT) == "block"
         assert await asyncio.wait_for(w.request("probe"), TIMEOUT) == "probe"
         assert not ran.is_set(), "the handler of a request given up before it started ran anyway"
+
+
+async def test_a_request_is_a_coroutine_to_tasks_gather_and_anyio_task_groups():
+    """What request() returns is taken as a coroutine by create_task, gather and anyio's start_soon
+    (which calls request itself), and, like a native coroutine, refuses a second concurrent await."""
+    entered, gate = threading.Event(), threading.Event()
+    got: list[object] = []
+
+    def setup(port):
+        def on_message(e):
+            if e.data == "block":
+                entered.set()
+                gate.wait(TIMEOUT)
+            return e.data
+
+        port.onmessage = on_message
+
+    async def keep(answer):
+        got.append(await answer)
+
+    async with ThreadWorker(setup) as w:
+        answer = w.request("block")
+        first = asyncio.create_task(keep(answer))
+        assert await wait_thread(entered)
+        with pytest.raises(RuntimeError, match="awaited already"):
+            await answer
+        gate.set()
+        await asyncio.wait_for(first, TIMEOUT)
+        assert await asyncio.wait_for(asyncio.gather(w.request(1), w.request(2)), TIMEOUT) == [1, 2]
+        with anyio.fail_after(TIMEOUT):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(w.request, "fire and forget")
+                tg.start_soon(keep, w.request("kept"))
+    assert got == ["block", "kept"]
+    assert w.statistics().pending_requests == 0
 
 
 async def test_requests_are_sent_at_once_in_order_with_posts_and_before_terminate():
