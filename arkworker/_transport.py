@@ -399,9 +399,8 @@ _HIDDEN = object()  # a loop attribute that cannot be read (uvloop's)
 
 def _is_uvloop_factory(factory: Callable[[], asyncio.AbstractEventLoop]) -> bool:
     """True iff ``factory`` is ``uvloop.new_event_loop`` itself, whose loops have no default executor."""
-    return getattr(factory, "__module__", None) == "uvloop" and getattr(factory, "__name__", None) == (
-        "new_event_loop"
-    )
+    name = (getattr(factory, "__module__", None), getattr(factory, "__name__", None))
+    return name == ("uvloop", "new_event_loop")
 
 
 # The pool threads that concurrent.futures joins at interpreter exit, before atexit runs.
