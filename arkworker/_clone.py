@@ -223,9 +223,10 @@ def pack(data: object, transfer: Sequence[object], *, share: bool, max_size: int
         _state.refs = None
         if share:
             _state.share = False
-    if len(blob) > max_size:
+    size = len(blob) - _by_reference_size(len(refs), len(transferred)) if refs or transferred else len(blob)
+    if size > max_size:
         raise SerializationError(
-            f"message is {len(blob)} bytes when copied, over the {max_size}-byte max_message_size"
+            f"message is {size} bytes when copied, over the {max_size}-byte max_message_size"
         )
     packed = Packed(blob)
     if refs or transferred:
@@ -252,6 +253,23 @@ def _flat_copy(data: dict[Any, Any] | list[Any], max_size: int) -> object:
             return None
     # Past one frame, pickle adds a frame header (9 bytes) after each large item: not counted above.
     return data.copy() if size <= max_size and size < _FRAME_SIZE else None
+
+
+def _by_reference_size(refs: int, transferred: int) -> int:
+    """The bytes that ``refs`` objects crossing by reference and ``transferred`` moved buffers add to a
+    pickle: they do not count toward ``max_message_size``."""
+
+    def indexes(count: int, each: int) -> int:  # the indexes 0 to count - 1, with ``each`` bytes more apiece
+        return (
+            (each + 2) * min(count, 256)
+            + (each + 3) * max(0, min(count, 65536) - 256)
+            + (each + 5) * max(0, count - 65536)
+        )
+
+    # A reference is ``_by_reference``'s name once (35 bytes), then a 2-byte get of it, its index, a tuple, a
+    # reduce and two memos. (Past pickle's 256th memo entry the get takes 5 bytes: 3 of them count.)
+    # A moved buffer is its index and a persid.
+    return (35 + indexes(refs, 6) if refs else 0) + indexes(transferred, 1)
 
 
 def _pickle_with_transfer(data: object, transfer: list[object]) -> tuple[bytes, list[object]]:

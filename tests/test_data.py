@@ -750,6 +750,28 @@ async def test_worker_shares_its_sendable_with_host():
     assert got.value == 7
 
 
+@pytest.mark.parametrize("count", [1, 300])
+async def test_shared_sendables_and_moved_buffers_do_not_count_toward_max_message_size(count):
+    """Shared @sendable objects and moved buffers count nothing toward max_message_size: the message passes at
+    exactly the pickled size of the same message with a None (one byte) in place of each, less those bytes."""
+    counters = [Counter() for _ in range(count)]
+    buf = bytearray(100)
+
+    def message(shared: list, moved: object) -> dict:
+        return {"shared": shared, "moved": moved, "text": "é" * 50}
+
+    size = len(pickle.dumps(message([None] * count, None), protocol=5)) - count - 1
+    async with ThreadWorker(answer, max_message_size=size - 1) as w:
+        with pytest.raises(SerializationError):
+            w.post_message_with_shared_sendable(message(counters, buf), transfer=[buf])
+    received: list = []
+    async with ThreadWorker(recorder(received), max_message_size=size) as w:
+        w.post_message_with_shared_sendable(message(counters, buf), transfer=[buf])
+        await w.request("flush")
+    assert list(map(id, received[0]["shared"])) == list(map(id, counters))  # the very objects
+    assert received[0]["moved"] is buf
+
+
 ROUNDS = 200
 
 
