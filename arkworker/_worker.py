@@ -204,7 +204,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         self._buffer = MessageBuffer(self._outbox.mark_done)
         self._global_objects: dict[str, object] = {}
         self._exit_code: int | None = None
-        self._exit_waiters: list[asyncio.Future[int]] | None = []  # None once the exit is settled
+        self._exit_waiters: list[_ExitFuture] | None = []  # None once the exit is settled
         self._parent = current_port()
         if self._parent is not None:
             self._parent._children[self] = None
@@ -476,19 +476,12 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
 
     def _exit_future(self, asker: asyncio.Task[Any] | None) -> asyncio.Future[int]:
         # ``asker``: the task that asked for the exit, which may hand the waiting to another task.
-        future: asyncio.Future[int]
-        if self._exit_waiters is None or (self._state is _TERMINATED and self._held_by(asker)):
-            # Settled, or asked by the exit callbacks, which would wait for themselves: the code is known.
-            future = self._loop.create_future()
-            future.set_result(cast("int", self._exit_code))
-        elif self._busy is None and asyncio.current_task() is not None:
-            # No callback holds the delivery, and the caller is a task, not a plain callback (which the
-            # delivery may be about to hold, awaiting its result): no waiter of this future can hold it.
-            future = self._loop.create_future()
-            self._exit_waiters.append(future)
-        else:
-            future = _ExitFuture(self, asker)
-            self._exit_waiters.append(future)
+        if self._exit_waiters is None:  # settled
+            settled: asyncio.Future[int] = self._loop.create_future()
+            settled.set_result(cast("int", self._exit_code))
+            return settled
+        future = _ExitFuture(self, asker)
+        self._exit_waiters.append(future)
         return future
 
     async def __aenter__(self) -> Self:
@@ -762,8 +755,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
     def _settle_exit(self) -> None:
         waiters, self._exit_waiters = self._exit_waiters or [], None
         for future in waiters:
-            if type(future) is _ExitFuture:
-                future.worker = future.asker = None
+            future.worker = future.asker = None
             if not future.done():
                 future.set_result(cast("int", self._exit_code))
 
@@ -788,7 +780,8 @@ class _ExitFuture(asyncio.Future[int]):
     """The exit code of ``worker``, to come. A host callback of that worker that holds its delivery and
     asked for it (``asker``), or starts waiting for it, stops holding the delivery once anything waits for
     it (awaited, directly or through ``wait_for``, ``gather`` or a task): the exit is queued behind the
-    callback. Merely calling ``terminate()`` does not."""
+    callback. Merely calling ``terminate()`` does not. An exit callback that waits for it gets the code at
+    once: the exit settles only after the exit callbacks."""
 
     def __init__(self, worker: ThreadWorker, asker: asyncio.Task[Any] | None) -> None:
         super().__init__(loop=worker._loop)
@@ -797,8 +790,14 @@ class _ExitFuture(asyncio.Future[int]):
 
     def add_done_callback(self, fn: Callable[[Self], object], *, context: Any = None) -> None:
         # Called by whatever starts waiting for this future, in that waiter's task.
-        if self.worker is not None:
-            self.worker._let_go_if_waiting_on_itself(self.asker)
+        worker = self.worker
+        if worker is not None:
+            if worker._state is _TERMINATED and worker._held_by(self.asker):
+                # An exit callback waits for the exit, which settles once it is done: it gets the code now.
+                self.worker = self.asker = None
+                self.set_result(cast("int", worker._exit_code))
+            else:
+                worker._let_go_if_waiting_on_itself(self.asker)
         super().add_done_callback(fn, context=context)
 
 

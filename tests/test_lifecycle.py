@@ -665,6 +665,27 @@ async def test_an_async_exit_callback_that_awaits_its_own_workers_exit_gets_the_
     assert await asyncio.wait_for(w.terminate(), TIMEOUT) == code
 
 
+async def test_an_async_host_callback_may_await_an_exit_future_made_before_it_ran():
+    """The future of terminate(), made by the host's task before any callback ran, may be awaited by an async
+    onmessage (the exit is queued behind it) and by an async onexit (the exit settles after it): both get
+    the code, and so does the host."""
+    got: list[tuple[str, int]] = []
+    w = ThreadWorker(lambda port: port.post_message("hi"))
+    exit_future = w.terminate()
+
+    async def on_message(e):
+        got.append(("onmessage", await exit_future))
+
+    async def on_exit(code):
+        got.append(("onexit", await exit_future))
+
+    w.onmessage = on_message
+    w.onexit = on_exit
+    assert await asyncio.wait_for(asyncio.shield(exit_future), TIMEOUT) == 0
+    assert await asyncio.wait_for(w.wait(), TIMEOUT) == 0
+    assert sorted(got) == [("onexit", 0), ("onmessage", 0)]
+
+
 @pytest.mark.parametrize("how", ["terminate", "worker-closes"])
 async def test_awaiting_the_exit_inside_an_async_host_callback_returns(how):
     """An async host callback of a worker may await that worker's exit (terminate() or wait()): the
