@@ -555,7 +555,13 @@ class ThreadWorkerGlobalScope(EventTarget):
             self._life = self._loop.create_task(life)
             self._life.add_done_callback(self._life_done)
         self._on_urgent()
-        self._pump()  # the inbox's first drain: nothing the host put in its FIFO before now woke this loop
+        # The inbox's first drain: nothing the host put in its FIFO before it woke this loop. Tasks that the
+        # top level started (a coroutine life among them) take their first step before it, as they may set
+        # the handlers.
+        if self._tasks:
+            self._loop.call_soon(self._pump)
+        else:
+            self._pump()
 
     async def _shut_down(self) -> None:
         children = list(self._children)

@@ -552,6 +552,36 @@ async def test_callable_coroutine_return_closes_worker_with_zero():
     assert await drain(w) == ["alive", "done"]
 
 
+def handlers_set_in_a_coroutine_life(port):
+    """A callable script whose life, a coroutine, sets the handler in its first step."""
+
+    async def life():
+        port.onmessage = lambda e: ("got", e.data)
+        await asyncio.Event().wait()  # until the worker's exit cancels it
+
+    return life()
+
+
+def handlers_set_in_a_top_level_task(port):
+    """A callable script whose top level starts a task that sets the handler in its first step."""
+
+    async def set_up():
+        port.onmessage = lambda e: ("got", e.data)
+
+    asyncio.get_running_loop().create_task(set_up())
+
+
+@pytest.mark.parametrize("script", [handlers_set_in_a_coroutine_life, handlers_set_in_a_top_level_task])
+async def test_handlers_set_in_the_first_step_of_a_task_get_the_first_messages(script):
+    """Tasks the top level started (a coroutine life among them) take their first step before the first
+    message is dispatched: the handler one of them sets gets what was posted right after construction."""
+    async with ThreadWorker(script) as w:
+        w.post_message("posted")
+        assert await asyncio.wait_for(w.request("asked"), TIMEOUT) == ("got", "asked")
+    stats = w.statistics()
+    assert (stats.discarded, stats.inbox_depth) == (0, 0)  # "posted" was handled, not buffered for messages()
+
+
 async def test_callable_coroutine_exception_takes_error_path():
     """A callable script whose coroutine raises reaches onerror with that exception and exits with code 1."""
     seen: list[object] = []
