@@ -516,6 +516,15 @@ class ThreadWorkerGlobalScope(EventTarget):
         self._forget_callbacks()
         self._transport.end()
 
+    def _loop_stopped(self, escaped: BaseException | None) -> None:
+        """Worker thread: ``escaped`` (an exit signal) stopped the loop, or the worker's code did; the loop
+        runs on, and the worker winds down as after ``close()``."""
+        if escaped is not None:  # the task it escaped from holds it too: it is reported once, as the crash
+            for task in self._tasks:
+                if getattr(task, "_exception", None) is escaped:
+                    task.exception()  # retrieved, so asyncio does not log it as never retrieved
+        self.close()
+
     def _life_done(self, task: asyncio.Task[Any]) -> None:
         if not task.cancelled() and task.exception() is not None:
             self._handler_error(cast("BaseException", task.exception()))

@@ -69,6 +69,10 @@ def _nothing() -> None:
     pass
 
 
+def _ignore(_: object) -> None:
+    pass
+
+
 class Doorbell:
     """A loop's doorbell: an eventfd that the loop watches, and the calls that rang it (see above)."""
 
@@ -520,7 +524,7 @@ class WorkerThread:
         self._os_name = _kernel_thread_name(os_name)
         self._priority = priority
         self.thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
-        self._wrap_up: Callable[[], object] = _nothing
+        self._wrap_up: Callable[[BaseException | None], object] = _ignore
         self._on_end: Callable[[BaseException | None], None] | None = None
         self._ended = False  # True once end() was called
         self._crash: BaseException | None = None  # what the worker died of, if anything
@@ -535,7 +539,7 @@ class WorkerThread:
     def start(
         self,
         begin: Callable[[], object],
-        wrap_up: Callable[[], object],
+        wrap_up: Callable[[BaseException | None], object],
         on_end: Callable[[BaseException | None], None],
     ) -> None:
         """Run the new thread's loop: ``begin()`` is its first callback, and it runs until ``end()``.
@@ -544,8 +548,9 @@ class WorkerThread:
         until this has returned, then for the GIL, so what the host posts next usually comes first.
 
         ``on_end(crash)`` is the thread's very last call. If an exception such as ``SystemExit`` escapes a
-        callback and stops the loop before ``end()``, it is the crash: ``wrap_up()`` is called on the worker
-        thread and the loop runs on until ``end()``, so the clean-up still happens.
+        callback and stops the loop before ``end()``, the first is the crash. Each time the loop stops
+        before ``end()`` (so too if the worker's code stops it), ``wrap_up(exc)`` is called on the worker
+        thread with what escaped, if anything, and the loop runs on: the clean-up still happens.
         """
         self._wrap_up = wrap_up
         self._on_end = on_end
@@ -585,13 +590,15 @@ class WorkerThread:
             # Not asyncio.Runner: its close() calls asyncio.all_tasks(), which copies every task of every
             # thread and, with hundreds of workers ending at once, retries for seconds. The worker's
             # wind-down cancels and awaits the tasks it knows of.
-            try:
-                loop.run_forever()
-            except BaseException as exc:  # noqa: BLE001 - reported through on_end
-                self.crash(exc)
-                if not self._ended:
-                    self._wrap_up()
+            while not self._ended:
+                escaped = None
+                try:
                     loop.run_forever()
+                except BaseException as exc:  # noqa: BLE001 - reported through on_end
+                    self.crash(exc)
+                    escaped = exc
+                if not self._ended:
+                    self._wrap_up(escaped)
         except BaseException as exc:  # noqa: BLE001 - the thread's end is reported, never lost
             self.crash(exc)
         finally:
@@ -613,7 +620,7 @@ class WorkerThread:
         for channel in (self.inbox, self.outbox):
             channel.close()
             channel.on_ready = channel.on_urgent = _nothing
-        self._wrap_up = _nothing
+        self._wrap_up = _ignore
         self._on_end = None
         self.loop.set_exception_handler(None)
         self.loop.set_task_factory(None)

@@ -212,7 +212,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         self._outbox.on_ready = self._pump
         self._outbox.on_urgent = self._on_urgent
         port = ThreadWorkerGlobalScope(transport, self._script, name, self._label, clone, max_message_size)
-        transport.start(port._begin, port.close, self._thread_ended)
+        transport.start(port._begin, port._loop_stopped, self._thread_ended)
 
     def __repr__(self) -> str:
         return f"<ThreadWorker {self._label} {self._state.name}>"

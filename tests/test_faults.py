@@ -583,9 +583,11 @@ def test_worker_post_to_a_closed_host_loop_raises_worker_not_running(host_end):
 # -- a parent that crashes with children alive ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("crash", ["error", "system-exit", "top-level"])
+@pytest.mark.parametrize("crash", ["error", "system-exit", "two-exit-signals", "top-level"])
 async def test_children_end_when_their_parent_crashes(loop_errors, crash):
-    """When a worker dies from an unhandled error, a SystemExit escaping its handler, or a failing top level, its live children are terminated and their threads have ended by the time `wait()` returns."""
+    """When a worker dies from an unhandled error, a SystemExit escaping its handler (or two, from two tasks,
+    the second escaping the wind-down), or a failing top level, its live children are terminated and their
+    threads have ended by the time `wait()` returns."""
     loop = asyncio.get_running_loop()
     children_up = loop.create_future()
     child_exits: list[int] = []
@@ -603,7 +605,14 @@ async def test_children_end_when_their_parent_crashes(loop_errors, crash):
         if crash == "top-level":
             raise ValueError("top level failed")
 
+        async def exit_signal() -> None:
+            raise SystemExit(3)
+
         def on_message(e: Any) -> None:
+            if crash == "two-exit-signals":
+                for _ in range(2):
+                    asyncio.get_running_loop().create_task(exit_signal())
+                return
             if crash == "system-exit":
                 raise SystemExit(3)
             raise ValueError("handler failed")
@@ -632,7 +641,40 @@ async def test_children_end_when_their_parent_crashes(loop_errors, crash):
     assert orphans == [], f"children still running after their parent exited: {orphans}"
     assert child_exits == [0, 0]
     assert len(loop_errors.contexts) == 1  # the unhandled worker error, reported once
-    assert isinstance(loop_errors.exceptions[0], SystemExit if crash == "system-exit" else ValueError)
+    assert isinstance(
+        loop_errors.exceptions[0], ValueError if crash in ("error", "top-level") else SystemExit
+    )
+
+
+async def test_a_worker_whose_code_stops_its_loop_winds_down_as_after_close():
+    """Worker code that stops its own loop (loop.stop()) ends the worker as close() does: its tasks are
+    cancelled (their finally blocks run), its children are terminated, and the exit code is 0."""
+    loop = asyncio.get_running_loop()
+    cleaned_up = loop.create_future()
+    kids: list[ThreadWorker] = []
+
+    def parent(port: Any) -> None:
+        kids.append(ThreadWorker(lambda child_port: None, name="kid-of-stopped-loop"))
+
+        async def holds_a_resource() -> None:
+            try:
+                await asyncio.Event().wait()
+            finally:
+                signal_host(loop, cleaned_up, "finally ran")
+
+        asyncio.get_running_loop().create_task(holds_a_resource())
+        port.onmessage = lambda e: asyncio.get_running_loop().stop()
+
+    w = ThreadWorker(parent)
+    w.post_message("stop")
+    try:
+        assert await asyncio.wait_for(w.wait(), TIMEOUT) == 0
+        assert await asyncio.wait_for(cleaned_up, TIMEOUT) == "finally ran"
+        assert [kid.state for kid in kids] == [WorkerState.TERMINATED]
+    finally:  # safety net: the child's host loop (the parent's) is gone, so it is told from here
+        for kid in kids:
+            kid.terminate()
+    assert not [t for t in threading.enumerate() if t.name == "arkworker-kid-of-stopped-loop"]
 
 
 # -- os.fork() ------------------------------------------------------------------------------------------
@@ -940,16 +982,23 @@ async def test_a_base_exception_ends_the_worker_as_its_crash(loop_errors, where)
     assert [type(exc) for exc in loop_errors.exceptions] == [Abort]
 
 
+@pytest.mark.parametrize("where", ["async-handler", "background-task"])
 @pytest.mark.parametrize("abort", [SystemExit, KeyboardInterrupt, Abort])
-async def test_an_abort_from_an_async_worker_handler_is_its_crash_and_nothing_else_logs_it(abort, caplog):
-    """An exit signal or an abort ending an async worker handler ends the worker as its crash (exit code 1),
-    and asyncio does not also log the handler's task as "exception was never retrieved"."""
+async def test_an_abort_from_an_async_worker_handler_is_its_crash_and_nothing_else_logs_it(
+    abort, where, caplog
+):
+    """An exit signal or an abort ending an async worker handler, or a task the worker started, ends the
+    worker as its crash (exit code 1), and asyncio does not also log the task as "exception was never
+    retrieved"."""
 
     def script(port: Any) -> None:
         async def on_message(e: Any) -> None:
-            raise abort("from an async handler")
+            raise abort(f"from {where}")
 
-        port.onmessage = on_message
+        if where == "async-handler":
+            port.onmessage = on_message
+        else:
+            port.onmessage = lambda e: asyncio.get_running_loop().create_task(on_message(e)) and None
 
     asyncio.get_running_loop().set_exception_handler(lambda loop, context: None)  # the crash's own report
     w = ThreadWorker(script)
