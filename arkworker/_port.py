@@ -11,7 +11,7 @@ import inspect
 import threading
 import time
 import types
-from collections.abc import Awaitable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, cast
 
 from . import _protocol as proto
@@ -115,6 +115,9 @@ class ThreadWorkerGlobalScope(EventTarget):
         self._tasks: dict[asyncio.Task[Any], None] = {}  # every unfinished task of this worker's loop
         self._children: dict[ThreadWorker, None] = {}
         self._life: asyncio.Task[Any] | None = None  # the task of the coroutine the script returned
+        # The task factory the loop_factory set (asyncio.eager_task_factory, say): the worker's makes its
+        # tasks with it.
+        self._task_factory: Callable[..., Any] | None = None
 
     @property
     def name(self) -> str | None:
@@ -535,6 +538,7 @@ class ThreadWorkerGlobalScope(EventTarget):
         self._thread = threading.get_ident()
         _ports[self._thread] = self
         self._loop.set_exception_handler(self._loop_exception)
+        self._task_factory = self._loop.get_task_factory()
         self._loop.set_task_factory(self._new_task)
         ran, life = False, None
         try:
@@ -603,7 +607,8 @@ class ThreadWorkerGlobalScope(EventTarget):
     ) -> asyncio.Task[Any]:
         # The worker loop's task factory: the worker knows its own tasks without asyncio.all_tasks(),
         # which scans every task of every thread.
-        task = asyncio.Task(coro, loop=loop, **options)
+        factory = self._task_factory
+        task = asyncio.Task(coro, loop=loop, **options) if factory is None else factory(loop, coro, **options)
         self._tasks[task] = None
         task.add_done_callback(self._tasks.pop)
         return task

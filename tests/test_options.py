@@ -159,6 +159,41 @@ async def test_custom_loop_factory_is_used(scripts):
     assert facts["loop_type"] is type(made[0])
 
 
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+async def test_a_task_factory_the_loop_factory_set_makes_the_workers_tasks(loop_kind):
+    """A task factory set by the loop_factory (asyncio.eager_task_factory, say) makes every task of the
+    worker, the handler tasks of async handlers too, and the exit still cancels the worker's tasks."""
+    made: list[str] = []
+    cleaned_up = threading.Event()
+
+    def recording_factory(loop: asyncio.AbstractEventLoop, coro: Any, **options: Any) -> asyncio.Task[Any]:
+        made.append(coro.__qualname__.rsplit(".", 1)[-1])
+        return asyncio.Task(coro, loop=loop, **options)
+
+    def factory() -> asyncio.AbstractEventLoop:
+        loop = uvloop.new_event_loop() if loop_kind == "uvloop" else asyncio.new_event_loop()
+        loop.set_task_factory(recording_factory)
+        return loop
+
+    def script(port: Any) -> None:
+        async def holds_a_resource() -> None:
+            try:
+                await asyncio.Event().wait()
+            finally:
+                cleaned_up.set()
+
+        async def on_message(e: Any) -> Any:
+            return asyncio.get_running_loop().get_task_factory() is recording_factory
+
+        asyncio.get_running_loop().create_task(holds_a_resource())
+        port.onmessage = on_message
+
+    async with ThreadWorker(script, loop_factory=factory) as w:
+        assert await asyncio.wait_for(w.request("which factory?"), 10) is False  # the worker's, wrapping it
+    assert cleaned_up.is_set()
+    assert made[:2] == ["holds_a_resource", "on_message"]
+
+
 async def test_failing_loop_factory_is_an_initialization_error(scripts):
     """A loop_factory that raises makes the constructor raise WorkerInitializationError and starts no thread."""
 
