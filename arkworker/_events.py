@@ -185,6 +185,20 @@ PLAIN_RESULTS: frozenset[type] = frozenset({type(None), bool, int, float, str, b
 """Types a handler's result can have that are surely not awaitable: no need to ask ``inspect``."""
 
 
+def pending(result: object) -> bool:
+    """True iff a callback's ``result`` is an awaitable to wait for. A future that has succeeded already is
+    not: ``post_message`` returns one while there is room, so ``onmessage = lambda e: port.post_message(x)``
+    is a plain handler, not one that holds the next message for a task and a loop pass."""
+    if not inspect.isawaitable(result):
+        return False
+    return not (
+        isinstance(result, asyncio.Future)
+        and result.done()
+        and not result.cancelled()
+        and result.exception() is None
+    )
+
+
 CALLBACK_ERRORS = (Exception, asyncio.CancelledError)
 """What a plain callback may raise as its own error. A ``CancelledError`` raised by one (``.result()`` of a
 cancelled future, say) is one too: no task is being cancelled while a plain callback runs."""
@@ -342,7 +356,7 @@ def call_in_order(
         except catch as exc:  # reported, never lost
             report(exc)
             continue
-        if result is not None and inspect.isawaitable(result):
+        if result is not None and pending(result):
             return await_in_order(result, callbacks[index + 1 :], payload, report, catch)
     return None
 

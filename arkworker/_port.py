@@ -36,6 +36,7 @@ from ._events import (
     WorkerState,
     await_in_order,
     call_in_order,
+    pending,
 )
 from ._script import Script, run_top_level, user_location
 from ._transport import BlockingReply, WorkerThread
@@ -227,18 +228,27 @@ class ThreadWorkerGlobalScope(EventTarget):
     def _handler_error(self, exc: BaseException) -> None:
         """An uncaught exception in worker code: worker ``onerror`` first, then the host hears of it."""
         event = error_event(exc)
-        result = call_in_order(self._callbacks("error"), event, self._onerror_failed)
-        report = proto.ErrorReport(event, "error")
+        # What onerror itself raises is not sent down the worker's error path again, which could loop for
+        # ever: only the host hears of it, right after the error that onerror was handling.
+        failed: list[BaseException] = []
+        result = call_in_order(self._callbacks("error"), event, failed.append)
         if result is None:
-            self._send_report(report)
+            self._send_reports(event, failed)
         else:
-            self._spawn(self._report_after(result, report))
+            self._spawn(self._report_after(result, event, failed))
 
-    async def _report_after(self, awaitable: Awaitable[None], report: proto.ErrorReport) -> None:
+    async def _report_after(
+        self, awaitable: Awaitable[None], event: ErrorEvent, failed: list[BaseException]
+    ) -> None:
         try:
             await awaitable
         finally:  # the host hears of the error however onerror ends, an exit's cancellation included
-            self._send_report(report)
+            self._send_reports(event, failed)
+
+    def _send_reports(self, event: ErrorEvent, failed: list[BaseException]) -> None:
+        self._send_report(proto.ErrorReport(event, "error"))
+        for exc in failed:
+            self._send_report(proto.ErrorReport(error_event(exc), "error"))
 
     def _send_report(self, report: proto.ErrorReport) -> None:
         # In order with the posts: while the top level runs, they are held (the host sees RUNNING first).
@@ -246,12 +256,6 @@ class ThreadWorkerGlobalScope(EventTarget):
             self._held.append(report)
         else:
             self._outbox.put(report, counted=False)
-
-    def _onerror_failed(self, exc: BaseException) -> None:
-        # Not the worker's error path again, which could loop for ever: only the host hears of it, after
-        # the error that onerror was handling.
-        report = proto.ErrorReport(error_event(exc), "error")
-        self._loop.call_soon(self._send_report, report)
 
     def _message_error(self, exc: SerializationError) -> None:
         """A message could not be copied or rebuilt here: ``onmessageerror``, and the exit code becomes 1."""
@@ -305,7 +309,7 @@ class ThreadWorkerGlobalScope(EventTarget):
     def _pump(self) -> None:
         # Only this pump's own calls set _busy (a handler's task that holds the inbox, which pumps
         # again when done), so it is tested here and after them, not before every message.
-        if self._busy is not None:
+        if self._busy is not None or self._reporting():
             return
         inbox = self._inbox
         items, take = inbox.items, inbox.items.popleft
@@ -326,7 +330,7 @@ class ThreadWorkerGlobalScope(EventTarget):
                         answered = True
                     else:
                         handled += self._dispatch(item)
-                    if self._busy is not None:
+                    if self._busy is not None or self._reporting():
                         return
                     continue
                 # The hot path: a message passed as it is, to the one message callback.
@@ -336,8 +340,11 @@ class ThreadWorkerGlobalScope(EventTarget):
                     result = handler(event)
                 except CALLBACK_ERRORS as exc:  # the worker's error path
                     self._handler_error(exc)
+                    if self._reporting():
+                        handled += 1
+                        return
                     result = None
-                if result is None or type(result) in PLAIN_RESULTS or not inspect.isawaitable(result):
+                if result is None or type(result) in PLAIN_RESULTS or not pending(result):
                     handled += 1
                 else:
                     self._await_handlers(await_in_order(result, (), None, self._handler_error))
@@ -371,6 +378,18 @@ class ThreadWorkerGlobalScope(EventTarget):
             return True
         self._await_handlers(rest)
         return False
+
+    def _reporting(self) -> bool:
+        """True iff an error is still being reported (an async ``onerror`` runs): then the inbox waits, as
+        for an async handler, until every report is sent."""
+        if not self._internal:
+            return False
+        self._hold(self._loop.create_task(self._reports_sent()), self._reported)
+        return True
+
+    def _reported(self, task: asyncio.Future[Any]) -> None:
+        self._busy = None
+        self._pump()
 
     def _await_handlers(self, rest: Coroutine[Any, Any, None]) -> None:
         """A message's handlers are still running (``rest``): the inbox waits until they are done."""

@@ -57,6 +57,7 @@ from ._events import (
     WorkerStatistics,
     await_in_order,
     call_in_order,
+    pending,
     schedule,
 )
 from ._port import ThreadWorkerGlobalScope, current_port, error_event
@@ -593,7 +594,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
             except self._callback_errors as exc:  # reported, never lost (an exit signal a pass later)
                 self._report_callback_error(exc)
                 return True
-            if result is not None and type(result) not in PLAIN_RESULTS and inspect.isawaitable(result):
+            if result is not None and type(result) not in PLAIN_RESULTS and pending(result):
                 self._hold(
                     await_in_order(result, (), None, self._report_callback_error, self._callback_errors)
                 )
@@ -852,9 +853,11 @@ class _Answer(collections.abc.Coroutine[Any, Any, Any]):
     def __del__(self) -> None:
         if self._waiting is None:  # never awaited: nobody will take the answer
             cancelled = self._worker._cancel_request(self._id)
+            # One text for every request, as Python's own for a coroutine never awaited: the warnings
+            # registry keeps each text it has shown once, for good.
+            text = "ThreadWorker.request() was never awaited"
             warnings.warn(
-                f"the request {self._id} to worker {self._worker._label} was never awaited"
-                + (": it is cancelled" if cancelled else ""),
+                text + ": its request is cancelled" if cancelled else text,
                 RuntimeWarning,
                 source=self,
                 stacklevel=2,

@@ -161,9 +161,10 @@ async def test_uvloop_missing(monkeypatch):
         ThreadWorker(answer, loop_factory="uvloop")
 
 
-async def test_worker_onerror_that_raises_reaches_the_host_after_the_original_error():
+@pytest.mark.parametrize("listener", ["none", "async"])
+async def test_worker_onerror_that_raises_reaches_the_host_after_the_original_error(listener):
     """An exception in the worker's own onerror is not only logged: the host hears of it as a worker error,
-    after the error that onerror was handling."""
+    after the error that onerror was handling, also when an async "error" listener runs after it."""
 
     def setup(port):
         def on_message(e):
@@ -172,8 +173,13 @@ async def test_worker_onerror_that_raises_reaches_the_host_after_the_original_er
         def on_error(event):
             raise KeyError("inside onerror")
 
+        async def error_listener(event):
+            await asyncio.sleep(0)
+
         port.onmessage = on_message
         port.onerror = on_error
+        if listener == "async":
+            port.on("error", error_listener)
 
     heard: list[BaseException] = []
     both = asyncio.Event()

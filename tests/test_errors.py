@@ -378,6 +378,48 @@ async def test_posts_of_a_failing_top_level_and_of_its_onerror_are_delivered():
     assert await asyncio.wait_for(w.wait(), 5) == 1
 
 
+@pytest.mark.parametrize("onerror", ["returns post_message's awaitable", "returns None", "async"])
+@pytest.mark.parametrize("handler", ["sync", "async"])
+async def test_the_host_hears_of_a_handler_error_before_the_next_messages_output(onerror, handler):
+    """A worker onerror that posts (returning post_message's awaitable, as `lambda e: port.post_message(...)`
+    does, or nothing, or an async one that awaits first) is done before the next message is handled, as
+    an async handler is: the host gets its post, then the error, then the next message's output."""
+
+    def script(port):
+        def on_error(e):
+            done = port.post_message(f"onerror saw {type(e.error).__name__}")
+            return done if onerror == "returns post_message's awaitable" else None
+
+        async def on_error_async(e):
+            for _ in range(3):
+                await asyncio.sleep(0)  # the inbox's next message waits meanwhile
+            on_error(e)
+
+        def on_message(e):
+            if e.data == "bad":
+                raise ValueError("bad")
+            port.post_message(f"echo {e.data}")
+
+        async def on_message_async(e):
+            await asyncio.sleep(0)
+            on_message(e)
+
+        port.onerror = on_error_async if onerror == "async" else on_error
+        port.onmessage = on_message_async if handler == "async" else on_message
+        both_posted.wait(5)  # so that the first run of the inbox finds both messages
+
+    order: list[str] = []
+    both_posted = threading.Event()
+    w = ThreadWorker(script)
+    w.onmessage = lambda e: order.append(e.data)
+    w.onerror = lambda e: order.append(f"host heard {e.message}")
+    w.post_message("bad")
+    w.post_message("good")
+    both_posted.set()
+    assert await asyncio.wait_for(w.wait(), 5) == 1
+    assert order == ["onerror saw ValueError", "host heard ValueError: bad", "echo good"]
+
+
 async def test_cleanly_terminated_worker_discards_nothing():
     """A worker that handled every message before terminate() reports nothing discarded (contrast to a failed start)."""
     w = ThreadWorker(answer)

@@ -7,10 +7,11 @@ import inspect
 import sys
 import threading
 import traceback
+import warnings
 
 import anyio
 import pytest
-from support import drain, echo, take, wait_thread
+from support import answer, drain, echo, take, wait_thread
 
 from arkworker import ThreadWorker, WorkerError, WorkerState
 
@@ -475,6 +476,21 @@ async def test_a_request_given_up_before_it_was_awaited_is_dropped(how):
         assert await asyncio.wait_for(blocked, TIMEOUT) == "block"
         assert await asyncio.wait_for(w.request("probe"), TIMEOUT) == "probe"
         assert not ran.is_set(), "the handler of a request given up before it started ran anyway"
+
+
+async def test_requests_never_awaited_warn_with_one_text_and_leave_one_registry_entry():
+    """Every request dropped unawaited warns with the same text, as Python does for a coroutine never
+    awaited: the warnings registry, which keeps each text shown for good, gets one entry, not one each."""
+    async with ThreadWorker(answer) as w:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")  # Python's own action for RuntimeWarning: once per text
+            for i in range(20):
+                w.request(i)  # freed at once, never awaited
+        assert await asyncio.wait_for(w.request("probe"), TIMEOUT) == "probe"
+    texts = {str(warning.message) for warning in caught}
+    assert texts == {"ThreadWorker.request() was never awaited: its request is cancelled"}
+    registry = globals().get("__warningregistry__", {})
+    assert len([key for key in registry if key != "version"]) == 1
 
 
 async def test_a_request_is_a_coroutine_to_tasks_gather_and_anyio_task_groups():
