@@ -167,6 +167,7 @@ class Handler:
         return result
 
     def __set__(self, obj: EventTarget, fn: Callback | None) -> None:
+        obj._check_thread()
         if fn is not None:
             check_callback(fn, self._name)
         setattr(obj, self._attr, fn)
@@ -252,7 +253,10 @@ class EventTarget:
         self._callbacks_changed()
 
     def _check_usable(self) -> None:
-        """Raise if this side may no longer be used; overridden by the host handle."""
+        """Raise if this side may no longer be used, or not from this thread; overridden by both sides."""
+
+    def _check_thread(self) -> None:
+        """Raise if this side may not be used from this thread; overridden by the port."""
 
     def on(self, type: str, fn: Callback) -> None:  # noqa: A002 - the ArkTS name
         """Add a listener for ``type``; a function already listening to ``type`` is not added twice."""

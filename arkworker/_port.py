@@ -123,11 +123,13 @@ class ThreadWorkerGlobalScope(EventTarget):
     @property
     def name(self) -> str | None:
         """The worker's name, as given to ``ThreadWorker(name=...)``."""
+        self._check_thread()
         return self._name
 
     @property
     def self(self) -> ThreadWorkerGlobalScope:
         """This port itself (ArkTS ``self``); faster to keep than the ``worker_port`` proxy."""
+        self._check_thread()
         return self
 
     # -- sending ----------------------------------------------------------------------------------
@@ -165,6 +167,9 @@ class ThreadWorkerGlobalScope(EventTarget):
                 )
         return self._outbox.wait_for_space()
 
+    def _check_usable(self) -> None:
+        self._check_thread()
+
     def _check_thread(self) -> None:
         """Raise ``NotInWorkerError`` unless called on this worker's thread, while the worker runs."""
         if threading.get_ident() != self._thread:
@@ -176,6 +181,7 @@ class ThreadWorkerGlobalScope(EventTarget):
 
     def messages(self) -> MessageIterator[Any]:
         """``async for data in worker_port.messages()``: messages no handler took, until the worker exits."""
+        self._check_thread()
         return MessageIterator(self._buffer)
 
     def close(self) -> None:

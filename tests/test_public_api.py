@@ -104,6 +104,7 @@ async def test_worker_port_in_a_worker_is_that_workers_port():
         seen["imported"] = worker_port
         seen["attribute"] = arkworker.worker_port
         seen["port"] = port
+        seen["self"] = port.self
         port.onmessage = lambda e: arkworker.worker_port is port
 
     async with arkworker.ThreadWorker(script) as w:
@@ -111,7 +112,49 @@ async def test_worker_port_in_a_worker_is_that_workers_port():
     assert seen["imported"] is seen["port"]
     assert seen["attribute"] is seen["port"]
     assert isinstance(seen["attribute"], arkworker.ThreadWorkerGlobalScope)
-    assert seen["port"].self is seen["port"]  # type: ignore[attr-defined]
+    assert seen["self"] is seen["port"]
+
+
+PORT_USES = {
+    "name": lambda port: port.name,
+    "self": lambda port: port.self,
+    "set onmessage": lambda port: setattr(port, "onmessage", print),
+    "on": lambda port: port.on("message", print),
+    "off": lambda port: port.off("message"),
+    "dispatch_event": lambda port: port.dispatch_event(arkworker.Event("message")),
+    "messages": lambda port: port.messages(),
+    "post_message": lambda port: port.post_message("x"),
+    "close": lambda port: port.close(),
+}
+
+
+@pytest.mark.parametrize("use", PORT_USES.values(), ids=PORT_USES.keys())
+async def test_a_port_used_off_its_workers_thread_raises_not_in_worker_error(use):
+    """The port itself (what `from arkworker import worker_port` binds in a script) used from a thread the
+    worker started, or from the host after the exit, raises NotInWorkerError saying so."""
+    outcome: list[BaseException | None] = []
+
+    def script(port):
+        def elsewhere():
+            try:
+                use(port)
+                outcome.append(None)
+            except BaseException as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=elsewhere)
+        thread.start()
+        thread.join()
+        seen["port"] = port
+        port.onmessage = lambda e: e.data
+
+    seen: dict[str, object] = {}
+    async with arkworker.ThreadWorker(script) as w:
+        assert await w.request("still running?") == "still running?"
+    with pytest.raises(arkworker.NotInWorkerError, match="only usable on that worker's thread"):
+        use(seen["port"])
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], arkworker.NotInWorkerError)
 
 
 @pytest.fixture
