@@ -88,7 +88,8 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
     """A worker: a dedicated OS thread running its own event loop and ``script``.
 
     Create it inside async code: the thread starts at once, and messages posted before the script's top
-    level finished are queued for it. Every method must be called on the host loop's thread.
+    level finished are queued for it. Every method must be called on the host loop's thread, except
+    ``request()`` (see there).
 
     ```python
     async with ThreadWorker("examples/workers/hello.py") as w:
@@ -232,7 +233,8 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
 
     @property
     def exit_code(self) -> int | None:
-        """0, or 1 once any worker error or message error happened; None until the worker has exited."""
+        """0, or 1 once any worker error or worker-side message error happened; None until the worker has
+        exited."""
         return self._exit_code
 
     def statistics(self) -> WorkerStatistics:

@@ -278,4 +278,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    if unknown := set(sys.argv[1:]) - {"--quick"}:
+        print(__doc__)
+        sys.exit(0 if unknown <= {"-h", "--help"} else 2)
     asyncio.run(main())

@@ -290,7 +290,7 @@ def placement(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, in
     """Did the thread that worked most during the block (besides the host) end on the host's vCPU?
 
     Observed, never forced: the kernel decides, and a round trip costs about three times more when the two
-    threads sit on different vCPUs of this kind of virtual machine (shared/bench/RESULTS.md).
+    threads sit on different vCPUs of this kind of virtual machine (docs/performance.md).
     """
     if host_tid not in after:
         return "?"

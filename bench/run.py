@@ -57,7 +57,7 @@ def machine() -> dict[str, Any]:
         "arkworker": version("arkworker"),
         "peers": {name: version(name) for name in PEERS},
         "node": Node.version(),
-        "command": shlex.join([sys.executable, *sys.argv]),
+        "command": shlex.join(["python", *sys.argv]),  # as the docs give it, not this machine's path
         "date_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M"),
     }
 
