@@ -131,9 +131,13 @@ class _TransferPickler(_ClassesByReference):
     def __init__(self, file: io.BytesIO, transfer_ids: dict[int, int]) -> None:
         super().__init__(file, protocol=5)
         self._transfer_ids = transfer_ids
+        self.moved_size = 0  # the bytes the moved buffers took in the pickle: they do not count
 
     def persistent_id(self, obj: object) -> int | None:
-        return self._transfer_ids.get(id(obj))
+        index = self._transfer_ids.get(id(obj))
+        if index is not None:
+            self.moved_size += 1 + _index_size(index)  # the index, then BINPERSID
+        return index
 
 
 class _TransferUnpickler(pickle.Unpickler):
@@ -205,8 +209,9 @@ def pack(data: object, transfer: Sequence[object], *, share: bool, max_size: int
     if share:
         _state.share = True
     try:
+        moved_size = 0
         if transfer:
-            blob, transferred = _pickle_with_transfer(data, list(transfer))
+            blob, transferred, moved_size = _pickle_with_transfer(data, list(transfer))
         else:
             try:
                 blob, transferred = pickle.dumps(data, protocol=5), []
@@ -223,7 +228,8 @@ def pack(data: object, transfer: Sequence[object], *, share: bool, max_size: int
         _state.refs = None
         if share:
             _state.share = False
-    size = len(blob) - _by_reference_size(len(refs), len(transferred)) if refs or transferred else len(blob)
+    # Shared sendables and moved buffers do not count.
+    size = len(blob) - moved_size - (_references_size(len(refs)) if refs else 0)
     if size > max_size:
         raise SerializationError(
             f"message is {size} bytes when copied, over the {max_size}-byte max_message_size"
@@ -255,30 +261,32 @@ def _flat_copy(data: dict[Any, Any] | list[Any], max_size: int) -> object:
     return data.copy() if size <= max_size and size < _FRAME_SIZE else None
 
 
-def _by_reference_size(refs: int, transferred: int) -> int:
-    """The bytes that ``refs`` objects crossing by reference and ``transferred`` moved buffers add to a
-    pickle: they do not count toward ``max_message_size``."""
-
-    def indexes(count: int, each: int) -> int:  # the indexes 0 to count - 1, with ``each`` bytes more apiece
-        return (
-            (each + 2) * min(count, 256)
-            + (each + 3) * max(0, min(count, 65536) - 256)
-            + (each + 5) * max(0, count - 65536)
-        )
-
-    # A reference is ``_by_reference``'s name once (35 bytes), then a 2-byte get of it, its index, a tuple, a
-    # reduce and two memos. (Past pickle's 256th memo entry the get takes 5 bytes: 3 of them count.)
-    # A moved buffer is its index and a persid.
-    return (35 + indexes(refs, 6) if refs else 0) + indexes(transferred, 1)
+def _index_size(index: int) -> int:
+    """The bytes pickle writes for ``index``: BININT1, BININT2 or BININT and its operand."""
+    return 2 if index < 256 else 3 if index < 65536 else 5
 
 
-def _pickle_with_transfer(data: object, transfer: list[object]) -> tuple[bytes, list[object]]:
+def _references_size(count: int) -> int:
+    """The bytes that ``count`` objects crossing by reference (``_by_reference(0)`` to ``(count - 1)``)
+    take in a pickle.
+
+    The first writes ``_by_reference``'s name (37 bytes: two strings and a global, with their memos); each
+    later one a 2-byte get of it (5 bytes past pickle's 256th memo entry: then 3 of them count). Then each
+    writes its index, a tuple, a reduce and two memos (4 bytes and the index's).
+    """
+    full = min(count, 256) * _index_size(0) + max(0, min(count, 65536) - 256) * _index_size(256)
+    return 37 - 2 + count * (2 + 4) + full + max(0, count - 65536) * _index_size(65536)
+
+
+def _pickle_with_transfer(data: object, transfer: list[object]) -> tuple[bytes, list[object], int]:
+    """The pickle of ``data``, the receiver's buffers, and the bytes the moved buffers took in the pickle."""
     transfer_ids = {id(item): index for index, item in enumerate(transfer)}
     # The receiver's objects: the same buffers; a memoryview becomes a fresh view of the same memory.
     transferred = [memoryview(item) if isinstance(item, memoryview) else item for item in transfer]
     file = io.BytesIO()
-    _TransferPickler(file, transfer_ids).dump(data)
-    return file.getvalue(), transferred
+    pickler = _TransferPickler(file, transfer_ids)
+    pickler.dump(data)
+    return file.getvalue(), transferred, pickler.moved_size
 
 
 def unpack(obj: object) -> Any:

@@ -315,7 +315,7 @@ class ThreadWorkerGlobalScope(EventTarget):
     def _pump(self) -> None:
         # Only this pump's own calls set _busy (a handler's task that holds the inbox, which pumps
         # again when done), so it is tested here and after them, not before every message.
-        if self._busy is not None or self._reporting():
+        if self._busy is not None or (self._internal and self._hold_for_reports()):
             return
         inbox = self._inbox
         items, take = inbox.items, inbox.items.popleft
@@ -336,7 +336,7 @@ class ThreadWorkerGlobalScope(EventTarget):
                         answered = True
                     else:
                         handled += self._dispatch(item)
-                    if self._busy is not None or self._reporting():
+                    if self._busy is not None or (self._internal and self._hold_for_reports()):
                         return
                     continue
                 # The hot path: a message passed as it is, to the one message callback.
@@ -346,7 +346,7 @@ class ThreadWorkerGlobalScope(EventTarget):
                     result = handler(event)
                 except CALLBACK_ERRORS as exc:  # the worker's error path
                     self._handler_error(exc)
-                    if self._reporting():
+                    if self._internal and self._hold_for_reports():
                         handled += 1
                         return
                     result = None
@@ -385,10 +385,11 @@ class ThreadWorkerGlobalScope(EventTarget):
         self._await_handlers(rest)
         return False
 
-    def _reporting(self) -> bool:
-        """True iff an error is still being reported (an async ``onerror`` runs): then the inbox waits, as
-        for an async handler, until every report is sent."""
-        if not self._internal:
+    def _hold_for_reports(self) -> bool:
+        """While the worker runs, an error still being reported (its async ``onerror`` or
+        ``onmessageerror`` runs) holds the inbox, as an async handler does, until every report is sent.
+        True iff it does."""
+        if self._state is not _RUNNING:
             return False
         self._hold(self._loop.create_task(self._reports_sent()), self._reported)
         return True

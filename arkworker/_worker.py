@@ -794,7 +794,7 @@ class _ExitFuture(asyncio.Future[int]):
     def add_done_callback(self, fn: Callable[[Self], object], *, context: Any = None) -> None:
         # Called by whatever starts waiting for this future, in that waiter's task.
         worker = self.worker
-        if worker is not None:
+        if worker is not None and not self.done():  # a cancelled one (a timeout's) stays cancelled
             if worker._state is _TERMINATED and worker._held_by(self.asker):
                 # An exit callback waits for the exit, which settles once it is done: it gets the code now.
                 self.worker = self.asker = None
@@ -859,7 +859,7 @@ class _Answer(collections.abc.Coroutine[Any, Any, Any]):
             # registry keeps each text it has shown once, for good.
             text = "ThreadWorker.request() was never awaited"
             warnings.warn(
-                text + ": its request is cancelled" if cancelled else text,
+                (text + ": its request is cancelled") if cancelled else text,
                 RuntimeWarning,
                 source=self,
                 stacklevel=2,

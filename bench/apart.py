@@ -279,6 +279,7 @@ async def main() -> None:
 
 if __name__ == "__main__":
     if unknown := set(sys.argv[1:]) - {"--quick"}:
-        print(__doc__)
-        sys.exit(0 if unknown <= {"-h", "--help"} else 2)
+        asked = unknown <= {"-h", "--help"}
+        print(__doc__, file=sys.stdout if asked else sys.stderr)
+        sys.exit(0 if asked else 2)
     asyncio.run(main())

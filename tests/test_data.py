@@ -496,6 +496,16 @@ async def test_tiny_max_message_size_measures_even_scalars():
         assert await w.request(None) is None  # None pickles to 4 bytes
 
 
+async def test_buffers_listed_in_transfer_but_not_in_the_message_take_nothing_off_its_size():
+    """Only the buffers a message holds count nothing: listing others in transfer does not let a message
+    over max_message_size through."""
+    unused = [bytearray(1) for _ in range(1200)]
+    async with ThreadWorker(answer, max_message_size=1000) as w:
+        with pytest.raises(SerializationError, match="over the 1000-byte max_message_size"):
+            w.post_message(["y" * 3000], transfer=unused)
+        assert await w.request("still here") == "still here"
+
+
 async def test_transferred_buffers_do_not_count_toward_max_message_size():
     """A buffer moved with transfer does not count toward max_message_size."""
     received: list = []

@@ -716,6 +716,34 @@ async def test_an_async_host_callback_may_await_an_exit_future_made_before_it_ra
     assert sorted(got) == [("onexit", 0), ("onmessage", 0)]
 
 
+async def test_an_exit_future_cancelled_by_a_timeout_stays_cancelled_for_an_exit_callback():
+    """A terminate() future cancelled by a timeout, then awaited by an async onexit, gives that callback a
+    CancelledError, as any cancelled future does; nothing else goes wrong and the exit settles."""
+    gate = threading.Event()
+
+    def script(port):
+        port.onmessage = lambda e: gate.wait(TIMEOUT)
+
+    w = ThreadWorker(script)
+    w.post_message("hold the exit")
+    exit_future = w.terminate()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(exit_future, 0.01)
+    got: list[object] = []
+
+    async def on_exit(code):
+        got.append(await asyncio.gather(exit_future, return_exceptions=True))
+
+    w.onexit = on_exit
+    loop_errors: list[dict] = []
+    asyncio.get_running_loop().set_exception_handler(lambda loop, context: loop_errors.append(context))
+    gate.set()
+    assert await asyncio.wait_for(w.wait(), TIMEOUT) == 0
+    assert len(got) == 1
+    assert isinstance(got[0][0], asyncio.CancelledError)
+    assert loop_errors == []
+
+
 @pytest.mark.parametrize("how", ["terminate", "worker-closes"])
 async def test_awaiting_the_exit_inside_an_async_host_callback_returns(how):
     """An async host callback of a worker may await that worker's exit (terminate() or wait()): the
