@@ -421,8 +421,8 @@ class ThreadWorkerGlobalScope(EventTarget):
         if self._inbox.urgent:  # a cancellation that arrived while we were busy may drop this request
             self._on_urgent()
         self._last_request = request.id
-        if request.id in self._cancelled:
-            del self._cancelled[request.id]
+        if request.id in self._cancelled or request.answer.done():  # nobody waits for the answer
+            self._cancelled.pop(request.id, None)
             return True
         handler = self._onmessage
         if handler is None:

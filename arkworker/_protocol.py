@@ -7,7 +7,8 @@ and replies count toward an inbox's depth; the other items are control and trave
 
 from __future__ import annotations
 
-from typing import Final
+from asyncio import Future
+from typing import Any, Final
 
 from ._events import ErrorEvent
 from ._transport import BlockingReply
@@ -16,13 +17,19 @@ from ._transport import BlockingReply
 
 
 class Request:
-    """A message whose handler's return value goes back as a ``Reply`` with the same id."""
+    """A message whose handler's return value goes back as a ``Reply`` with the same id.
 
-    __slots__ = ("id", "payload")
+    ``answer`` is the host's future of that value. The worker only asks it ``done()``: a read of its state,
+    which the host loop's thread alone sets, so that a request cancelled before its handler started is
+    dropped however soon after the cancellation the worker takes it (the ``Cancel`` item comes later).
+    """
 
-    def __init__(self, id: int, payload: object) -> None:  # noqa: A002
+    __slots__ = ("answer", "id", "payload")
+
+    def __init__(self, id: int, payload: object, answer: Future[Any]) -> None:  # noqa: A002
         self.id = id
         self.payload = payload
+        self.answer = answer
 
 
 class Cancel:

@@ -350,7 +350,7 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
         self._requests += 1
         # Woken as the answer is awaited: a worker woken before the host has gone back to its loop would
         # only wait for the GIL. Until then a post or terminate() wakes it, and FIFO order holds.
-        self._inbox.put_quietly(proto.Request(request_id, payload))
+        self._inbox.put_quietly(proto.Request(request_id, payload, future))
         if self._busy is not None:
             self._let_go_if_waiting_on_itself(asker)
         return request_id, future

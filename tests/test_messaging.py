@@ -442,6 +442,39 @@ async def test_request_cancelled_before_handler_started_never_runs(blocker):
         assert not ran.is_set(), "the handler of a request cancelled before it started ran anyway"
 
 
+async def test_a_request_cancelled_before_its_handler_started_is_dropped_however_soon_the_worker_takes_it():
+    """A request whose awaiting task is cancelled while the worker is busy is dropped, even when the worker
+    takes it before that task runs again (and sends its cancellation): its handler never runs."""
+    gate, marker_handled, ran = threading.Event(), threading.Event(), threading.Event()
+
+    def setup(port):
+        def on_message(e):
+            if e.data == "block":
+                gate.wait(TIMEOUT)
+            elif e.data == "marker":
+                marker_handled.set()
+            elif e.data == "victim":
+                ran.set()
+            return e.data
+
+        port.onmessage = on_message
+
+    async with ThreadWorker(setup) as w:
+        w.post_message("block")
+        victim = asyncio.create_task(w.request("victim"))
+        w.post_message("marker")  # FIFO: taken after "victim"
+        await asyncio.sleep(0)  # the task's first step: it awaits the answer
+        victim.cancel()
+        gate.set()
+        # The host's thread blocks until the worker has taken "victim" and "marker": the cancelled task
+        # cannot run again, and send its Cancel item, before that.
+        assert marker_handled.wait(TIMEOUT)
+        with pytest.raises(asyncio.CancelledError):
+            await victim
+        assert await asyncio.wait_for(w.request("probe"), TIMEOUT) == "probe"
+    assert not ran.is_set(), "the handler of a request cancelled before it started ran anyway"
+
+
 @pytest.mark.parametrize("how", ["task-cancelled-before-its-first-step", "never-awaited"])
 async def test_a_request_given_up_before_it_was_awaited_is_dropped(how):
     """request() sends at once. A request whose task is cancelled before its first step, or whose
