@@ -120,11 +120,27 @@ def sharing() -> bool:
     return _state.share
 
 
+# The formats a memoryview can be rebuilt in (``memoryview.cast`` takes native single characters only).
+_VIEW_FORMATS: frozenset[str] = frozenset("bBhHiIlLqQnNfdc?P")
+
+
+def _rebuilt_view(data: bytes, fmt: str, shape: tuple[int, ...], readonly: bool) -> memoryview:
+    """The receiver's copy of a memoryview: a view of its own copy of the bytes, in the same format and
+    shape, writable if the original was."""
+    view = memoryview(data if readonly else bytearray(data))
+    return view if fmt == "B" and len(shape) == 1 else view.cast(fmt, shape)  # type: ignore[call-overload]
+
+
 class _ClassesByReference(pickle.Pickler):
-    """Pickles classes by reference rather than by name (inside a pack)."""
+    """Pickles classes by reference rather than by name, and memoryviews, which pickle refuses, as a copy
+    of their bytes (inside a pack)."""
 
     def reducer_override(self, obj: object) -> Any:  # a reduction, or NotImplemented
-        return reduce_shared(obj) if isinstance(obj, type) else NotImplemented
+        if isinstance(obj, type):
+            return reduce_shared(obj)
+        if type(obj) is memoryview and obj.format.lstrip("@") in _VIEW_FORMATS:
+            return (_rebuilt_view, (obj.tobytes(), obj.format.lstrip("@"), obj.shape, obj.readonly))
+        return NotImplemented
 
 
 class _TransferPickler(_ClassesByReference):
@@ -215,9 +231,10 @@ def pack(data: object, transfer: Sequence[object], *, share: bool, max_size: int
         else:
             try:
                 blob, transferred = pickle.dumps(data, protocol=5), []
-            except (pickle.PicklingError, AttributeError):
+            except (pickle.PicklingError, AttributeError, TypeError):
                 # Pickle names classes, and cannot name one defined inside a function, or in the script of
-                # a worker that has exited: both ends share one process, so they cross by reference.
+                # a worker that has exited: both ends share one process, so they cross by reference. And
+                # it refuses memoryviews, which cross as a copy of their bytes.
                 refs.clear()
                 file = io.BytesIO()
                 _ClassesByReference(file, protocol=5).dump(data)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
+import ctypes
 import functools
 import pickle
 import random
@@ -597,6 +598,42 @@ async def test_message_that_is_its_transferred_buffer_arrives_as_that_buffer_bot
     assert seen[0] is buf
     assert back is buf
     assert buf[0] == 7
+
+
+async def test_memoryviews_not_transferred_are_copied_with_their_format_and_shape():
+    """A memoryview outside transfer (which pickle refuses) crosses as a view of a copy of its bytes, in its
+    format and shape, writable if the original was; writes on either side stay on that side."""
+    base = bytearray(b"abcd")
+    grid = memoryview(array.array("i", range(6))).cast("B").cast("i", [2, 3])
+    message = {"view": memoryview(base), "readonly": memoryview(b"xyz"), "grid": grid}
+    received: list = []
+
+    def write(data):
+        data["view"][0] = ord("Z")
+
+    async with ThreadWorker(recorder(received, write)) as w:
+        w.post_message(message)
+        await w.request("flush")
+    got = received[0]
+    assert (bytes(got["view"]), got["view"].readonly) == (b"Zbcd", False)
+    assert base == bytearray(b"abcd")  # the sender's memory is untouched
+    assert (bytes(got["readonly"]), got["readonly"].readonly) == (b"xyz", True)
+    assert (got["grid"].format, got["grid"].shape, got["grid"].tolist()) == (
+        "i",
+        (2, 3),
+        [[0, 1, 2], [3, 4, 5]],
+    )
+    assert message["view"].obj is base  # the sender's view is not released: it was copied, not moved
+
+
+async def test_a_memoryview_of_a_format_it_cannot_be_rebuilt_in_is_refused_with_serialization_error():
+    """A memoryview in a format with an explicit byte order (a ctypes array's), which a copy could not be
+    rebuilt in, raises SerializationError; the worker keeps working."""
+    view = memoryview((ctypes.c_int32.__ctype_be__ * 2)())  # format ">i"
+    async with ThreadWorker(answer) as w:
+        with pytest.raises(SerializationError):
+            w.post_message(view)
+        assert await w.request("still here") == "still here"
 
 
 async def test_transferred_memoryview_moves_and_is_released_on_sender():
