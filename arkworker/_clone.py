@@ -120,7 +120,7 @@ def sharing() -> bool:
     return _state.share
 
 
-# The formats a memoryview can be rebuilt in (``memoryview.cast`` takes native single characters only).
+# The formats a memoryview can be rebuilt in: memoryview.cast takes native single characters only.
 _VIEW_FORMATS: frozenset[str] = frozenset("bBhHiIlLqQnNfdc?P")
 
 
@@ -138,8 +138,11 @@ class _ClassesByReference(pickle.Pickler):
     def reducer_override(self, obj: object) -> Any:  # a reduction, or NotImplemented
         if isinstance(obj, type):
             return reduce_shared(obj)
-        if type(obj) is memoryview and obj.format.lstrip("@") in _VIEW_FORMATS:
-            return (_rebuilt_view, (obj.tobytes(), obj.format.lstrip("@"), obj.shape, obj.readonly))
+        if type(obj) is memoryview:
+            fmt = obj.format.lstrip("@")
+            # memoryview.cast cannot rebuild other formats, nor more dimensions than one if one is empty.
+            if fmt in _VIEW_FORMATS and (obj.ndim <= 1 or 0 not in (obj.shape or ())):
+                return (_rebuilt_view, (obj.tobytes(), fmt, obj.shape, obj.readonly))
         return NotImplemented
 
 

@@ -626,10 +626,18 @@ async def test_memoryviews_not_transferred_are_copied_with_their_format_and_shap
     assert message["view"].obj is base  # the sender's view is not released: it was copied, not moved
 
 
-async def test_a_memoryview_of_a_format_it_cannot_be_rebuilt_in_is_refused_with_serialization_error():
-    """A memoryview in a format with an explicit byte order (a ctypes array's), which a copy could not be
-    rebuilt in, raises SerializationError; the worker keeps working."""
-    view = memoryview((ctypes.c_int32.__ctype_be__ * 2)())  # format ">i"
+UNREBUILDABLE_VIEWS = {
+    "explicit byte order": lambda: memoryview((ctypes.c_int32.__ctype_be__ * 2)()),  # a ctypes array: ">i"
+    "2-D with an empty dimension": lambda: memoryview(pytest.importorskip("numpy").zeros((0, 3), dtype="i")),
+}
+
+
+@pytest.mark.parametrize("make_view", UNREBUILDABLE_VIEWS.values(), ids=UNREBUILDABLE_VIEWS.keys())
+async def test_a_memoryview_that_cannot_be_rebuilt_is_refused_with_serialization_error(make_view):
+    """A memoryview that a copy could not be rebuilt as (memoryview.cast takes native single-character
+    formats, and one dimension if any is empty) raises SerializationError from the sender's call, not on
+    the receiver; the worker keeps working."""
+    view = make_view()
     async with ThreadWorker(answer) as w:
         with pytest.raises(SerializationError):
             w.post_message(view)
