@@ -110,8 +110,6 @@ class ThreadWorkerGlobalScope(EventTarget):
         self._buffer = MessageBuffer(self._inbox.mark_done)
         self._requests: dict[int, asyncio.Task[Any]] = {}
         # Sets, kept as dicts with None values: an empty dict is a third of an empty set's size.
-        self._cancelled: dict[int, None] = {}  # requests cancelled before they were dequeued
-        self._last_request = 0
         self._internal: dict[asyncio.Task[None], None] = {}  # error reports still being delivered
         self._tasks: dict[asyncio.Task[Any], None] = {}  # every unfinished task of this worker's loop
         self._children: dict[ThreadWorker, None] = {}
@@ -418,11 +416,7 @@ class ThreadWorkerGlobalScope(EventTarget):
 
     def _on_request(self, request: proto.Request) -> bool:
         """Start one request; True iff it was answered (quietly: the pump wakes the host) or dropped."""
-        if self._inbox.urgent:  # a cancellation that arrived while we were busy may drop this request
-            self._on_urgent()
-        self._last_request = request.id
-        if request.id in self._cancelled or request.answer.done():  # nobody waits for the answer
-            self._cancelled.pop(request.id, None)
+        if request.answer.done():  # nobody waits for the answer: its handler never runs
             return True
         handler = self._onmessage
         if handler is None:
@@ -478,10 +472,8 @@ class ThreadWorkerGlobalScope(EventTarget):
         for item in self._inbox.take_urgent():
             request_id = cast("proto.Cancel", item).id
             task = self._requests.get(request_id)
-            if task is not None:
+            if task is not None:  # else it is answered, or will be dropped when taken (its answer is done)
                 task.cancel()
-            elif request_id > self._last_request:
-                self._cancelled[request_id] = None
 
     # -- life and exit ------------------------------------------------------------------------------
 

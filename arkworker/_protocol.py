@@ -19,9 +19,10 @@ from ._transport import BlockingReply
 class Request:
     """A message whose handler's return value goes back as a ``Reply`` with the same id.
 
-    ``answer`` is the host's future of that value. The worker only asks it ``done()``: a read of its state,
-    which the host loop's thread alone sets, so that a request cancelled before its handler started is
-    dropped however soon after the cancellation the worker takes it (the ``Cancel`` item comes later).
+    ``answer`` is the host's future of that value. The worker only asks it ``done()`` before it starts the
+    handler: a read of its state, which the host loop's thread alone sets (settled, nobody waits for the
+    answer), so that a request given up before its handler started is dropped however soon the worker
+    takes it. A ``Cancel`` item, which may come later, only cancels a handler that runs.
     """
 
     __slots__ = ("answer", "id", "payload")

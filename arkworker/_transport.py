@@ -65,11 +65,7 @@ def resolve_soon(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) 
     return run_soon(loop, _set_result_if_pending, future)
 
 
-def _nothing() -> None:
-    pass
-
-
-def _ignore(_: object) -> None:
+def _nothing(*_: object) -> None:
     pass
 
 
@@ -524,7 +520,7 @@ class WorkerThread:
         self._os_name = _kernel_thread_name(os_name)
         self._priority = priority
         self.thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
-        self._wrap_up: Callable[[BaseException | None], object] = _ignore
+        self._wrap_up: Callable[[BaseException | None], object] = _nothing
         self._on_end: Callable[[BaseException | None], None] | None = None
         self._ended = False  # True once end() was called
         self._crash: BaseException | None = None  # what the worker died of, if anything
@@ -620,7 +616,7 @@ class WorkerThread:
         for channel in (self.inbox, self.outbox):
             channel.close()
             channel.on_ready = channel.on_urgent = _nothing
-        self._wrap_up = _ignore
+        self._wrap_up = _nothing
         self._on_end = None
         self.loop.set_exception_handler(None)
         self.loop.set_task_factory(None)

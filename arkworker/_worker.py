@@ -367,10 +367,12 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
             raise
 
     def _cancel_request(self, request_id: int) -> bool:
-        """Nobody waits for the answer any more: the worker drops the request, or cancels its handler.
-        False if it was answered already."""
-        if self._pending.pop(request_id, None) is None:
+        """Nobody waits for the answer any more: the worker drops the request (its answer's future is done),
+        or cancels its handler. False if it was answered already."""
+        future = self._pending.pop(request_id, None)
+        if future is None:
             return False
+        future.cancel()  # no callback is registered unless someone awaits it, on the host loop
         self._inbox.put_urgent(proto.Cancel(request_id))
         return True
 
