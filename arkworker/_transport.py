@@ -14,7 +14,8 @@ and keep the ``Channel`` contract:
   on asyncio's loops. Each loop has one doorbell, shared by the channels to it. uvloop's
   ``call_soon_threadsafe`` is an eventfd write already (and skipped while one is pending), so its loops,
   and loops that watch no descriptors or a system without eventfds, are woken by it instead, as every
-  loop is for the rest of what crosses.
+  loop is for the rest of what crosses. A worker's default loop, ``WorkerLoop``, has no other self-pipe:
+  its ``call_soon_threadsafe`` rings its doorbell too.
 - ``depth`` counts items put and not yet marked ``done`` by the receiver; ``wait_for_space`` lets the
   sender wait while it is above the limit. Waiting senders are released once the depth is down to half
   the limit, so a sender at the limit costs one wake-up per half-inbox, not one per message.
@@ -98,7 +99,7 @@ class Doorbell:
         # while the worker's thread has not started or has ended.
         self.channels = 0
         # A worker's own loop: its host may ring it until the worker's thread has ended, whatever the loop
-        # ends first, so only WorkerThread.close() unwatches it.
+        # ends first, so only the loop's close() (a WorkerLoop's) or WorkerThread.close() unwatches it.
         self.worker_loop = False
 
     def release(self) -> None:
@@ -115,6 +116,12 @@ class Doorbell:
     def call(self, fn: Callable[[], object]) -> None:
         """Any thread: call ``fn()`` on the loop soon."""
         self._calls.append(fn)
+        if not self._pending:
+            self._pending = True
+            self._ring()
+
+    def wake(self) -> None:
+        """Any thread: wake the loop for what is already in its queue (a ``WorkerLoop``'s self-pipe)."""
         if not self._pending:
             self._pending = True
             self._ring()
@@ -166,6 +173,53 @@ def unwatch_doorbell(loop: asyncio.AbstractEventLoop, *, loop_ended: bool = Fals
         loop.remove_reader(bell._fd)
     bell.watched = False
     bell.release()
+
+
+class WorkerLoop(asyncio.SelectorEventLoop):
+    """A worker's default loop: asyncio's own, whose self-pipe is its doorbell.
+
+    ``call_soon_threadsafe`` rings the doorbell instead of writing to a socket pair, so the loop is made
+    and closed faster, holds one descriptor instead of two, and each wake-up is one ``write``. The socket
+    pair also carried signals, which never reach a worker's loop: only the main thread's loop takes them.
+    """
+
+    def __init__(self, bell: Doorbell) -> None:
+        self._bell = bell  # before the constructor makes the self-pipe
+        super().__init__()
+
+    def _make_self_pipe(self) -> None:
+        # The loop's constructor, before it can tell transports' descriptors (add_reader would ask).
+        self._add_reader(self._bell._fd, self._bell._answer)  # type: ignore[attr-defined]
+        _doorbells[self] = weakref.ref(self._bell)
+
+    def _close_self_pipe(self) -> None:
+        # close(), on the loop's thread; the eventfd stays open while a channel may still ring it.
+        unwatch_doorbell(self)
+
+    def _write_to_self(self) -> None:
+        # Any thread: call_soon_threadsafe, once its callback is queued.
+        self._bell.wake()
+
+    def add_signal_handler(self, sig: int, callback: Callable[..., object], *args: object) -> None:
+        """Raises ``RuntimeError``, as any loop outside the main thread does."""
+        raise RuntimeError("a worker's loop cannot handle signals: only the main thread's loop can")
+
+
+def new_worker_loop() -> asyncio.AbstractEventLoop:
+    """A worker's default loop: what ``asyncio.new_event_loop()`` makes, as a ``WorkerLoop`` where that
+    would be asyncio's own selector loop."""
+    if not hasattr(os, "eventfd") or type(_event_loop_policy()) is not _ASYNCIO_POLICY:
+        return asyncio.new_event_loop()  # the policy makes another loop (uvloop's), or no eventfds here
+    try:
+        fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+    except OSError:  # no descriptor left: asyncio's own loop says so, or gets one
+        return asyncio.new_event_loop()
+    return WorkerLoop(Doorbell(fd))
+
+
+# The policy asyncio sets up on this system, whose loops new_worker_loop makes as WorkerLoops.
+_event_loop_policy = getattr(asyncio.events, "_get_event_loop_policy", asyncio.get_event_loop_policy)
+_ASYNCIO_POLICY = getattr(getattr(asyncio, "unix_events", None), "_UnixDefaultEventLoopPolicy", None)
 
 
 def _new_doorbell(loop: asyncio.AbstractEventLoop) -> Doorbell | None:

@@ -62,7 +62,7 @@ from ._events import (
 )
 from ._port import ThreadWorkerGlobalScope, current_port, error_event
 from ._script import forget, resolve
-from ._transport import WorkerThread
+from ._transport import WorkerThread, new_worker_loop
 
 if sys.version_info >= (3, 13):
     from typing import TypeVar
@@ -105,8 +105,8 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
     :param name: the worker's name: ``worker_port.name``, the thread name ``arkworker-<name>`` and, best
         effort, the OS thread name (15 bytes).
     :param priority: a ``ThreadWorkerPriority`` applied to the thread as its OS scheduling priority.
-    :param loop_factory: builds the worker's loop: ``asyncio.new_event_loop`` by default, or
-        ``"uvloop"``.
+    :param loop_factory: builds the worker's loop: ``asyncio.new_event_loop``'s by default (a
+        subclass of asyncio's own, woken through an eventfd, where that is what it makes), or ``"uvloop"``.
     :param max_inbox: how many unhandled messages an inbox may hold before ``await post_message(...)``
         waits (both directions).
     :param clone: copy messages (the default); ``False`` passes every object by reference.
@@ -906,7 +906,7 @@ def _settable(error: BaseException) -> BaseException:
 
 def _resolve_loop_factory(option: object) -> LoopFactory:
     if option is None:
-        return asyncio.new_event_loop
+        return new_worker_loop
     if option == "uvloop":
         try:
             import uvloop  # noqa: PLC0415 - optional, imported only when asked for

@@ -9,8 +9,7 @@ WORKER = pathlib.Path(__file__).parent / "workers" / "loop_info.py"
 
 
 async def main() -> None:
-    host_loop = type(asyncio.get_running_loop())
-    print(f"host loop: {host_loop.__module__}.{host_loop.__name__}")
+    print("host loop:", type(asyncio.get_running_loop()).__name__)
     async with (
         ThreadWorker(WORKER, loop_factory="uvloop") as fast,
         ThreadWorker(WORKER) as default,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import signal
 import sys
 import threading
 from typing import Any
@@ -157,6 +158,100 @@ async def test_custom_loop_factory_is_used(scripts):
     facts = await probe(scripts, loop_factory=factory)
     assert len(made) == 1
     assert facts["loop_type"] is type(made[0])
+
+
+def calls_in_from_threads(port: Any) -> None:
+    """Answers {"threads": t, "calls": c} once t plain threads have each made c call_soon_threadsafe calls
+    into the worker's loop at once, with the calls run per thread and asyncio.to_thread's answer."""
+
+    async def on_message(e: Any) -> tuple[dict[int, list[int]], int]:
+        loop = asyncio.get_running_loop()
+        threads, calls = e.data["threads"], e.data["calls"]
+        ran: dict[int, list[int]] = {t: [] for t in range(threads)}
+        all_ran = loop.create_future()
+
+        def one(t: int, i: int) -> None:
+            ran[t].append(i)
+            if sum(map(len, ran.values())) == threads * calls:
+                all_ran.set_result(None)
+
+        def call_in(t: int) -> None:
+            for i in range(calls):
+                loop.call_soon_threadsafe(one, t, i)
+
+        callers = [threading.Thread(target=call_in, args=(t,)) for t in range(threads)]
+        for caller in callers:
+            caller.start()
+        async with asyncio.timeout(10):
+            await all_ran  # the loop sleeps in select between calls: each must wake it
+        for caller in callers:
+            caller.join()
+        return ran, await asyncio.to_thread(sum, [1, 2, 3])
+
+    port.onmessage = on_message
+
+
+async def test_the_default_worker_loop_is_woken_by_every_thread_that_calls_into_it():
+    """The default worker loop's call_soon_threadsafe rings its doorbell, once until the loop reads it back:
+    no call from four threads at once is lost or reordered, and asyncio.to_thread returns."""
+    async with ThreadWorker(calls_in_from_threads) as w:
+        async with asyncio.timeout(20):
+            ran, total = await w.request({"threads": 4, "calls": 5000})
+    assert ran == {t: list(range(5000)) for t in range(4)}
+    assert total == 6
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "eventfd") or not os.path.isdir("/proc/self/fd"), reason="eventfds, /proc/self/fd"
+)
+async def test_the_default_worker_loop_holds_two_descriptors_and_frees_them():
+    """A worker's default loop holds its epoll descriptor and one eventfd, its doorbell and self-pipe in one
+    (asyncio's own loop adds a socket pair); both are closed once the worker has exited."""
+    async with ThreadWorker(echo) as warm_up:  # the host loop's doorbell, made once
+        await warm_up.request(0)
+        before = len(os.listdir("/proc/self/fd"))
+        w = ThreadWorker(echo)
+        async with asyncio.timeout(10):
+            assert await w.request(1) == 1
+            assert len(os.listdir("/proc/self/fd")) - before == 2
+            assert await w.terminate() == 0
+        assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_the_default_worker_loop_follows_the_event_loop_policy(scripts):
+    """Under a policy whose loops are uvloop's, the default worker loop is uvloop's too, as
+    asyncio.new_event_loop() would make it."""
+
+    async def main() -> type:
+        async with ThreadWorker(scripts / "lim_probe.py") as w:
+            async with asyncio.timeout(10):
+                return (await w.request("probe"))["loop_type"]
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    try:
+        assert issubclass(asyncio.run(main()), uvloop.Loop)
+    finally:
+        asyncio.set_event_loop_policy(None)
+
+
+async def test_a_worker_loop_refuses_signal_handlers():
+    """Only the main thread's loop takes signals: the default worker loop's add_signal_handler raises
+    RuntimeError, as asyncio's does outside the main thread, and the worker runs on."""
+
+    def try_signal(port: Any) -> None:
+        def on_message(e: Any) -> str:
+            try:
+                asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, print)
+            except RuntimeError:
+                return "refused"
+            return "taken"
+
+        port.onmessage = on_message
+
+    async with ThreadWorker(try_signal) as w:
+        async with asyncio.timeout(10):
+            assert await w.request(None) == "refused"
+            assert await w.request(None) == "refused"
 
 
 @pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
