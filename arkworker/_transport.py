@@ -34,6 +34,7 @@ import concurrent.futures.thread
 import contextlib
 import ctypes
 import functools
+import inspect
 import os
 import selectors
 import sys
@@ -179,8 +180,8 @@ class WorkerLoop(asyncio.SelectorEventLoop):
     """A worker's default loop: asyncio's own, whose self-pipe is its doorbell.
 
     ``call_soon_threadsafe`` rings the doorbell instead of writing to a socket pair, so the loop is made
-    and closed faster, holds one descriptor instead of two, and each wake-up is one ``write``. The socket
-    pair also carried signals, which never reach a worker's loop: only the main thread's loop takes them.
+    and closed faster, holds one descriptor for two, and each wake-up is one ``write``. The socket pair
+    also carried signals, which never reach a worker's loop: only the main thread's loop takes them.
     """
 
     def __init__(self, bell: Doorbell) -> None:
@@ -201,23 +202,35 @@ class WorkerLoop(asyncio.SelectorEventLoop):
         self._bell.wake()
 
     def add_signal_handler(self, sig: int, callback: Callable[..., object], *args: object) -> None:
-        """Raises ``RuntimeError``, as any loop outside the main thread does."""
+        """Checks its arguments as asyncio's loop does, then raises ``RuntimeError``, as asyncio's loop does
+        outside the main thread."""
+        if inspect.iscoroutine(callback) or inspect.iscoroutinefunction(callback):
+            raise TypeError("coroutines cannot be used with add_signal_handler()")
+        self._check_signal(sig)  # type: ignore[attr-defined]
+        self._check_closed()  # type: ignore[attr-defined]
         raise RuntimeError("a worker's loop cannot handle signals: only the main thread's loop can")
 
 
 def new_worker_loop() -> asyncio.AbstractEventLoop:
     """A worker's default loop: what ``asyncio.new_event_loop()`` makes, as a ``WorkerLoop`` where that
-    would be asyncio's own selector loop."""
-    if not hasattr(os, "eventfd") or type(_event_loop_policy()) is not _ASYNCIO_POLICY:
-        return asyncio.new_event_loop()  # the policy makes another loop (uvloop's), or no eventfds here
-    try:
-        fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-    except OSError:  # no descriptor left: asyncio's own loop says so, or gets one
-        return asyncio.new_event_loop()
-    return WorkerLoop(Doorbell(fd))
+    is asyncio's own selector loop (nothing replaced it) and the system has eventfds."""
+    policy = _event_loop_policy()
+    if (
+        asyncio.new_event_loop is _NEW_EVENT_LOOP
+        and type(policy) is _ASYNCIO_POLICY
+        and getattr(policy, "_loop_factory", None) is asyncio.SelectorEventLoop
+        and hasattr(os, "eventfd")
+    ):
+        try:
+            fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        except OSError:  # no descriptor left: asyncio's own loop says so, or gets one
+            return asyncio.new_event_loop()
+        return WorkerLoop(Doorbell(fd))
+    return asyncio.new_event_loop()
 
 
-# The policy asyncio sets up on this system, whose loops new_worker_loop makes as WorkerLoops.
+# What asyncio sets up on this system, under which new_worker_loop makes WorkerLoops.
+_NEW_EVENT_LOOP = asyncio.new_event_loop
 _event_loop_policy = getattr(asyncio.events, "_get_event_loop_policy", asyncio.get_event_loop_policy)
 _ASYNCIO_POLICY = getattr(getattr(asyncio, "unix_events", None), "_UnixDefaultEventLoopPolicy", None)
 

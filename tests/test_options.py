@@ -218,40 +218,67 @@ async def test_the_default_worker_loop_holds_two_descriptors_and_frees_them():
         assert len(os.listdir("/proc/self/fd")) == before
 
 
-def test_the_default_worker_loop_follows_the_event_loop_policy(scripts):
-    """Under a policy whose loops are uvloop's, the default worker loop is uvloop's too, as
-    asyncio.new_event_loop() would make it."""
+class CountedLoop(asyncio.SelectorEventLoop):
+    made = 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        CountedLoop.made += 1
+
+
+@pytest.mark.parametrize("change", ["a uvloop policy", "a patched asyncio.new_event_loop"])
+def test_the_default_worker_loop_is_what_asyncio_new_event_loop_makes(scripts, monkeypatch, change):
+    """The default worker loop is asyncio.new_event_loop()'s: under a policy whose loops are uvloop's,
+    uvloop's; with asyncio.new_event_loop replaced, what the replacement makes."""
 
     async def main() -> type:
         async with ThreadWorker(scripts / "lim_probe.py") as w:
             async with asyncio.timeout(10):
                 return (await w.request("probe"))["loop_type"]
 
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    try:
-        assert issubclass(asyncio.run(main()), uvloop.Loop)
-    finally:
-        asyncio.set_event_loop_policy(None)
+    if change == "a uvloop policy":
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        try:
+            assert issubclass(asyncio.run(main()), uvloop.Loop)
+        finally:
+            asyncio.set_event_loop_policy(None)
+    else:
+        CountedLoop.made = 0
+        with asyncio.Runner() as runner:  # its loop made before the patch
+            monkeypatch.setattr(asyncio, "new_event_loop", CountedLoop)
+            assert runner.run(main()) is CountedLoop
+        assert CountedLoop.made == 1
 
 
-async def test_a_worker_loop_refuses_signal_handlers():
-    """Only the main thread's loop takes signals: the default worker loop's add_signal_handler raises
-    RuntimeError, as asyncio's does outside the main thread, and the worker runs on."""
+@pytest.mark.parametrize("loop_factory", [None, asyncio.new_event_loop], ids=["default", "asyncio"])
+async def test_a_worker_loop_refuses_signal_handlers_as_asyncio_does_off_the_main_thread(loop_factory):
+    """Only the main thread's loop takes signals: a worker loop's add_signal_handler raises what asyncio's
+    loop raises in any other thread (TypeError, ValueError for a bad argument, else RuntimeError), and the
+    worker runs on."""
 
-    def try_signal(port: Any) -> None:
-        def on_message(e: Any) -> str:
-            try:
-                asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, print)
-            except RuntimeError:
-                return "refused"
-            return "taken"
+    async def a_coroutine_function() -> None:
+        pass
+
+    def try_signals(port: Any) -> None:
+        def on_message(e: Any) -> list[str]:
+            raised = []
+            for sig, callback in [
+                (signal.SIGUSR1, print),
+                (signal.SIGUSR1, a_coroutine_function),
+                (-1, print),
+            ]:
+                try:
+                    asyncio.get_running_loop().add_signal_handler(sig, callback)
+                except (RuntimeError, TypeError, ValueError) as exc:
+                    raised.append(type(exc).__name__)
+            return raised
 
         port.onmessage = on_message
 
-    async with ThreadWorker(try_signal) as w:
+    async with ThreadWorker(try_signals, loop_factory=loop_factory) as w:
         async with asyncio.timeout(10):
-            assert await w.request(None) == "refused"
-            assert await w.request(None) == "refused"
+            assert await w.request(None) == ["RuntimeError", "TypeError", "ValueError"]
+            assert await w.request(None) == ["RuntimeError", "TypeError", "ValueError"]
 
 
 @pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
