@@ -648,6 +648,12 @@ class _WorkerPortProxy:
     def __setattr__(self, name: str, value: object) -> None:
         setattr(_port_or_raise(), name, value)
 
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        """In a worker, the port's class: ``isinstance(worker_port, ThreadWorkerGlobalScope)`` holds."""
+        port = current_port()
+        return _WorkerPortProxy if port is None else type(port)
+
     def __repr__(self) -> str:
         port = current_port()
         return "<worker_port: not in a worker>" if port is None else f"<worker_port of {port.name!r}>"

@@ -659,8 +659,9 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
     def _unhandled_error(self, exc: BaseException) -> None:
         if self._unhandled is None:
             self._unhandled = exc
-        if not self._in_context:
-            self._report_unhandled(exc)
+            if self._in_context:  # raised as the block is left, or reported then if the block raised
+                return
+        self._report_unhandled(exc)
 
     def _report_unhandled(self, exc: BaseException) -> None:
         self._loop.call_exception_handler(

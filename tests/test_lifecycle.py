@@ -353,6 +353,27 @@ async def test_async_with_no_crash_error_when_onerror_set():
     assert isinstance(seen[0].error, ValueError)
 
 
+async def test_unhandled_errors_after_the_first_in_async_with_go_to_loop_handler(loop_errors):
+    """In `async with`, the first unhandled worker error is raised as the block is left; the errors the
+    worker meets after it (messages posted before its exit still run) reach the loop's exception
+    handler, in order: none is only counted."""
+    with pytest.raises(WorkerCrashedError) as info:
+        async with ThreadWorker(raises_its_message) as w:
+            for n in range(3):
+                w.post_message(n)
+            assert await asyncio.wait_for(w.wait(), TIMEOUT) == 1
+    assert str(info.value.__cause__) == "boom 0"
+    assert [str(exc) for exc in loop_errors.exceptions] == ["boom 1", "boom 2"]  # boom 0 is raised only
+    assert w.statistics().errors == 3
+
+
+def raises_its_message(port):
+    def on_message(e):
+        raise ValueError(f"boom {e.data}")
+
+    port.onmessage = on_message
+
+
 async def test_unhandled_error_without_async_with_goes_to_loop_handler(loop_errors):
     """Without `async with`, an unhandled worker error goes to the loop's exception handler and wait() returns 1."""
     w = ThreadWorker(failing)

@@ -115,6 +115,24 @@ async def test_worker_port_in_a_worker_is_that_workers_port():
     assert seen["self"] is seen["port"]
 
 
+async def test_worker_port_bound_on_the_host_is_a_port_in_the_worker():
+    """`from arkworker import worker_port` at the top of a module imported on the host (this one) binds a
+    stand-in that is the current worker's port on each use: in a worker it is a ThreadWorkerGlobalScope,
+    its `self` is the port itself, and on the host it is no port."""
+    from arkworker import worker_port
+
+    def script(port):
+        port.onmessage = lambda e: (
+            isinstance(worker_port, arkworker.ThreadWorkerGlobalScope),
+            worker_port.self is port,
+            worker_port.name,
+        )
+
+    async with arkworker.ThreadWorker(script, name="bound-early") as w:
+        assert await w.request(None) == (True, True, "bound-early")
+    assert not isinstance(worker_port, arkworker.ThreadWorkerGlobalScope)
+
+
 PORT_USES = {
     "name": lambda port: port.name,
     "self": lambda port: port.self,
