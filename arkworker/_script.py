@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.machinery
 import importlib.util
 import itertools
@@ -9,6 +10,7 @@ import os
 import sys
 import sysconfig
 import types
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -108,8 +110,35 @@ def run_top_level(script: Script, port: object) -> object:
 
 
 def forget(script: Script) -> None:
-    """Drop the script's module from ``sys.modules`` once nothing it sent is left to rebuild."""
-    sys.modules.pop(script.module_name, None)
+    """Drop the script's module from ``sys.modules`` as its worker ends. Its classes stay there by name
+    while they live: a copy of one of their instances may still be on its way to another worker."""
+    name = script.module_name
+    module = sys.modules.pop(name, None)
+    if module is None:
+        return
+    classes: weakref.WeakValueDictionary[str, type] = weakref.WeakValueDictionary()
+    for key, value in vars(module).items():
+        if isinstance(value, type) and value.__module__ == name:
+            classes[key] = value
+    if not classes:
+        return
+    survivors = types.ModuleType(name, "the classes of a worker's script, while they live")
+    survivors.__getattr__ = functools.partial(_surviving_class, classes)  # type: ignore[method-assign]
+    sys.modules[name] = survivors
+
+    def drop_once_all_freed() -> None:  # any thread, as the garbage collector frees one of them
+        if next(iter(classes.values()), None) is None and sys.modules.get(name) is survivors:
+            sys.modules.pop(name, None)
+
+    for cls in classes.values():
+        weakref.finalize(cls, drop_once_all_freed)
+
+
+def _surviving_class(classes: weakref.WeakValueDictionary[str, type], name: str) -> type:
+    try:
+        return classes[name]
+    except KeyError:
+        raise AttributeError(name) from None
 
 
 def user_location(exc: BaseException) -> tuple[str, int, int]:

@@ -7,8 +7,10 @@ import asyncio
 import contextlib
 import ctypes
 import functools
+import gc
 import pickle
 import random
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -259,6 +261,39 @@ async def test_an_instance_of_a_script_class_still_crosses_after_that_worker_exi
     assert type(copy) is type(reading)
     assert copy is not reading
     assert copy.mean() == 2.0
+
+
+async def test_a_copy_made_before_the_defining_worker_exited_is_rebuilt_after_it(scripts):
+    """A copy of an instance of a script file's class, sent on to another worker while the defining worker
+    runs and rebuilt there after that worker exited, arrives intact: the script's classes stay findable by
+    name while they live. Once they are freed, so is their name."""
+    gate = threading.Event()
+
+    def held(port):
+        def on_message(e):
+            if e.data == "hold":
+                gate.wait(10)
+                return None
+            return e.data
+
+        port.onmessage = on_message
+
+    maker = ThreadWorker(scripts / "data_reading.py")
+    module_name = maker._script.module_name  # white-box: the name its classes are pickled under
+    async with ThreadWorker(held) as other:
+        async with asyncio.timeout(10):
+            reading = await maker.request("make")
+            other.post_message("hold")
+            answer = asyncio.ensure_future(other.request(reading))  # copied now, by the class's name
+            assert await maker.terminate() == 0
+            gate.set()
+            copy = await answer
+    assert type(copy) is type(reading)
+    assert copy.mean() == 2.0
+    assert other.exit_code == 0
+    del reading, copy, answer
+    gc.collect()
+    assert module_name not in sys.modules
 
 
 @pytest.mark.parametrize(
