@@ -9,7 +9,6 @@ and its exit instead of polling. ``import arkworker as worker`` makes the ArkTS 
 """
 
 import inspect as _inspect
-import logging as _logging
 import sys as _sys
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
@@ -76,8 +75,6 @@ for _name in __all__:
     _obj = globals().get(_name)
     if isinstance(_obj, type) or _inspect.isfunction(_obj):
         _obj.__module__ = __name__
-
-_logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 
 def __getattr__(name: str) -> _Any:

@@ -724,8 +724,9 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
             self._unhandled_error(exited.crash)
         forget(self._script)
         self._discarded = self._inbox.depth
-        if self._discarded:
-            logger.warning(
+        if self._discarded:  # a warning if the worker failed; else its close() chose to (ArkTS)
+            logger.log(
+                logging.WARNING if self._errors else logging.INFO,
                 "worker %s exited with %d inbound messages unhandled",
                 self._label,
                 self._discarded,

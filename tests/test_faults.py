@@ -148,6 +148,43 @@ def test_interpreter_exit_with_a_worker_stuck_in_blocking_code_is_bounded():
     assert "Traceback" not in result.stderr
 
 
+def test_a_program_that_configures_no_logging_still_sees_the_warnings():
+    """The `arkworker` logger has no handler of its own: with no logging configured, its warnings reach
+    stderr as Python's do (messages a failed worker never handled, here). Messages that a worker's own
+    `close()` discarded are counted, and logged below warning level: that program prints nothing."""
+    result, _ = run_code(
+        """
+        import asyncio
+        from arkworker import ThreadWorker
+
+        def fails(port):
+            raise ValueError("top level")
+
+        def closes(port):
+            def on_message(e):
+                port.close()
+            port.onmessage = on_message
+
+        async def main():
+            failed = ThreadWorker(fails, name="fails-at-top")
+            failed.onerror = lambda e: None
+            failed.post_message(1)
+            failed.post_message(2)
+            closed = ThreadWorker(closes, name="closes-itself")
+            for n in range(3):
+                closed.post_message(n)
+            print(await failed.wait(), failed.statistics().discarded, flush=True)
+            print(await closed.wait(), closed.statistics().discarded, flush=True)
+
+        asyncio.run(main())
+        """,
+        timeout=40,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["1 2", "0 2"]
+    assert result.stderr.splitlines() == ["worker 'fails-at-top' exited with 2 inbound messages unhandled"]
+
+
 # -- the host loop ending while workers live ----------------------------------------------------------
 
 
