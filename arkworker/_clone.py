@@ -22,12 +22,15 @@ from __future__ import annotations
 import functools
 import io
 import pickle
+import re
+import sys
 import threading
 import types
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from ._errors import ParameterError, SerializationError, describe
+from ._script import MODULE_PREFIX
 
 T = TypeVar("T")
 
@@ -87,6 +90,9 @@ class Packed(bytes):
 
     refs: list[object] | tuple[()] = ()
     transferred: list[object] | tuple[()] = ()
+    # The modules of the workers' scripts whose classes the pickle names: kept for the receiver, as the
+    # worker may exit (and its module leave sys.modules) before the message is rebuilt.
+    scripts: dict[str, types.ModuleType] = {}  # noqa: RUF012 - never changed: each copy gets its own
 
 
 class _State(threading.local):
@@ -159,13 +165,24 @@ class _TransferPickler(_ClassesByReference):
         return index
 
 
-class _TransferUnpickler(pickle.Unpickler):
-    def __init__(self, file: io.BytesIO, transferred: list[object]) -> None:
+class _Unpickler(pickle.Unpickler):
+    """Takes moved buffers as they are, and finds the classes of scripts whose workers have exited."""
+
+    def __init__(
+        self, file: io.BytesIO, transferred: list[object], scripts: dict[str, types.ModuleType]
+    ) -> None:
         super().__init__(file)
         self._transferred = transferred
+        self._scripts = scripts
 
     def persistent_load(self, pid: Any) -> object:
         return self._transferred[pid]
+
+    def find_class(self, module: str, name: str) -> Any:
+        script = self._scripts.get(module)
+        if script is None:
+            return super().find_class(module, name)
+        return functools.reduce(getattr, name.split("."), script)
 
 
 def transfer_list(transfer: object) -> list[object]:
@@ -254,7 +271,7 @@ def pack(data: object, transfer: Sequence[object], *, share: bool, max_size: int
         raise SerializationError(
             f"message is {size} bytes when copied, over the {max_size}-byte max_message_size"
         )
-    packed = Packed(blob)
+    packed = _packed(blob)
     if refs or transferred:
         packed.refs, packed.transferred = refs, transferred
         for item in transfer:
@@ -279,6 +296,19 @@ def _flat_copy(data: dict[Any, Any] | list[Any], max_size: int) -> object:
             return None
     # Past one frame, pickle adds a frame header (9 bytes) after each large item: not counted above.
     return data.copy() if size <= max_size and size < _FRAME_SIZE else None
+
+
+def _packed(blob: bytes) -> Packed:
+    """``blob`` as it crosses, with the modules of the workers' scripts whose classes it names."""
+    packed = Packed(blob)
+    if _SCRIPT_MARK in blob:
+        named = {match.decode() for match in _SCRIPT_NAME.findall(blob)}
+        packed.scripts = {name: sys.modules[name] for name in named if name in sys.modules}
+    return packed
+
+
+_SCRIPT_MARK = MODULE_PREFIX.encode()
+_SCRIPT_NAME = re.compile(re.escape(_SCRIPT_MARK) + rb"\d+__")
 
 
 def _index_size(index: int) -> int:
@@ -313,14 +343,15 @@ def unpack(obj: object) -> Any:
     """Receiver's thread: the receiver's own copy of what ``pack`` produced."""
     if type(obj) is not Packed:
         return obj
-    refs, transferred = obj.refs, obj.transferred
+    refs, transferred, scripts = obj.refs, obj.transferred, obj.scripts
+    gone = scripts and not scripts.keys() <= sys.modules.keys()  # a script's worker exited meanwhile
     try:
-        if not refs and not transferred:
+        if not refs and not transferred and not gone:
             return pickle.loads(obj)
         _state.refs = list(refs)
         try:
-            if transferred:
-                return _TransferUnpickler(io.BytesIO(obj), list(transferred)).load()
+            if transferred or gone:
+                return _Unpickler(io.BytesIO(obj), list(transferred), scripts).load()
             return pickle.loads(obj)
         finally:
             _state.refs = None

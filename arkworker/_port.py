@@ -130,6 +130,9 @@ class ThreadWorkerGlobalScope(EventTarget):
         self._check_thread()
         return self
 
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        raise TypeError("a worker's port cannot be copied: it belongs to its worker's thread")
+
     # -- sending ----------------------------------------------------------------------------------
 
     def post_message(
@@ -657,6 +660,9 @@ class _WorkerPortProxy:
     def __repr__(self) -> str:
         port = current_port()
         return "<worker_port: not in a worker>" if port is None else f"<worker_port of {port.name!r}>"
+
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        raise TypeError("worker_port cannot be copied: it is the port of the worker that uses it")
 
 
 def worker_port_for(reader: types.FrameType) -> ThreadWorkerGlobalScope:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import importlib.machinery
 import importlib.util
 import itertools
@@ -10,7 +9,6 @@ import os
 import sys
 import sysconfig
 import types
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +22,7 @@ _STDLIB_DIRS = tuple(
 # platstdlib holds its site-packages).
 _SITE_DIRS = tuple({os.path.abspath(sysconfig.get_paths()[key]) + os.sep for key in ("purelib", "platlib")})
 _counter = itertools.count(1)
+MODULE_PREFIX = "__arkworker_"  # a script's module is named this, a number unique to its worker, and "__"
 
 
 class Script:
@@ -36,7 +35,7 @@ class Script:
         self.target = target
         # A file or module runs as a fresh module under this unique name, registered in sys.modules
         # while the worker lives so that pickle finds the classes it defines.
-        self.module_name = f"__arkworker_{next(_counter)}__"
+        self.module_name = f"{MODULE_PREFIX}{next(_counter)}__"
 
     def describe(self) -> str:
         """A short name for messages and default worker names."""
@@ -110,35 +109,8 @@ def run_top_level(script: Script, port: object) -> object:
 
 
 def forget(script: Script) -> None:
-    """Drop the script's module from ``sys.modules`` as its worker ends. Its classes stay there by name
-    while they live: a copy of one of their instances may still be on its way to another worker."""
-    name = script.module_name
-    module = sys.modules.pop(name, None)
-    if module is None:
-        return
-    classes: weakref.WeakValueDictionary[str, type] = weakref.WeakValueDictionary()
-    for key, value in vars(module).items():
-        if isinstance(value, type) and value.__module__ == name:
-            classes[key] = value
-    if not classes:
-        return
-    survivors = types.ModuleType(name, "the classes of a worker's script, while they live")
-    survivors.__getattr__ = functools.partial(_surviving_class, classes)  # type: ignore[method-assign]
-    sys.modules[name] = survivors
-
-    def drop_once_all_freed() -> None:  # any thread, as the garbage collector frees one of them
-        if next(iter(classes.values()), None) is None and sys.modules.get(name) is survivors:
-            sys.modules.pop(name, None)
-
-    for cls in classes.values():
-        weakref.finalize(cls, drop_once_all_freed)
-
-
-def _surviving_class(classes: weakref.WeakValueDictionary[str, type], name: str) -> type:
-    try:
-        return classes[name]
-    except KeyError:
-        raise AttributeError(name) from None
+    """Drop the script's module from ``sys.modules`` once nothing it sent is left to rebuild."""
+    sys.modules.pop(script.module_name, None)
 
 
 def user_location(exc: BaseException) -> tuple[str, int, int]:

@@ -219,6 +219,9 @@ class ThreadWorker(EventTarget, Generic[SendT, RecvT]):
     def __repr__(self) -> str:
         return f"<ThreadWorker {self._label} {self._state.name}>"
 
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        raise TypeError("a ThreadWorker cannot be copied: it is its host's handle of a thread")
+
     # -- properties ---------------------------------------------------------------------------------
 
     @property

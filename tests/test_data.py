@@ -10,7 +10,6 @@ import functools
 import gc
 import pickle
 import random
-import sys
 import threading
 from collections.abc import Iterator
 
@@ -256,6 +255,7 @@ async def test_an_instance_of_a_script_class_still_crosses_after_that_worker_exi
     that defined it exited (and its module left sys.modules)."""
     async with ThreadWorker(scripts / "data_reading.py") as w:
         reading = await w.request("make")
+    gc.collect()
     async with ThreadWorker(answer) as other:
         copy = await other.request(reading)
     assert type(copy) is type(reading)
@@ -264,9 +264,9 @@ async def test_an_instance_of_a_script_class_still_crosses_after_that_worker_exi
 
 
 async def test_a_copy_made_before_the_defining_worker_exited_is_rebuilt_after_it(scripts):
-    """A copy of an instance of a script file's class, sent on to another worker while the defining worker
-    runs and rebuilt there after that worker exited, arrives intact: the script's classes stay findable by
-    name while they live. Once they are freed, so is their name."""
+    """Copies of instances of a script file's classes, a nested one too, sent on to another worker while
+    the defining worker runs and rebuilt there after that worker exited (and a garbage collection ran),
+    arrive intact: a copy keeps the script's module it names until it is rebuilt."""
     gate = threading.Event()
 
     def held(port):
@@ -279,21 +279,24 @@ async def test_a_copy_made_before_the_defining_worker_exited_is_rebuilt_after_it
         port.onmessage = on_message
 
     maker = ThreadWorker(scripts / "data_reading.py")
-    module_name = maker._script.module_name  # white-box: the name its classes are pickled under
     async with ThreadWorker(held) as other:
         async with asyncio.timeout(10):
-            reading = await maker.request("make")
+            reading, unit = await maker.request("make"), await maker.request("unit")
+            module = type(reading).__module__  # its classes are not kept here, only their names
             other.post_message("hold")
-            answer = asyncio.ensure_future(other.request(reading))  # copied now, by the class's name
+            # Copied now, naming the classes, and dropped here: only the copies in flight hold them.
+            answers = [asyncio.ensure_future(other.request(x)) for x in (reading, unit)]
+            del reading, unit
             assert await maker.terminate() == 0
+            gc.collect()
             gate.set()
-            copy = await answer
-    assert type(copy) is type(reading)
-    assert copy.mean() == 2.0
+            copies = await asyncio.gather(*answers)
+    assert [(type(copy).__module__, type(copy).__qualname__) for copy in copies] == [
+        (module, "Reading"),
+        (module, "Reading.Unit"),
+    ]
+    assert (copies[0].mean(), copies[1].symbol) == (2.0, "°C")
     assert other.exit_code == 0
-    del reading, copy, answer
-    gc.collect()
-    assert module_name not in sys.modules
 
 
 @pytest.mark.parametrize(
@@ -389,6 +392,32 @@ async def test_uncopyable_message_raises_after_onmessageerror_and_worker_keeps_r
         assert event.error is caught.value
         assert listened == [event]
         assert await w.request("still alive") == "still alive"
+
+
+async def test_a_worker_handle_or_port_cannot_be_copied_and_the_error_says_so():
+    """A ThreadWorker handle, a port and the worker_port stand-in are refused by name, not with whatever
+    pickle meets inside them first."""
+    from arkworker import worker_port  # bound here, on the host: the stand-in
+
+    def posts_its_port(port):
+        def on_message(e):
+            refused = []
+            for what in (port, worker_port):
+                try:
+                    port.post_message({"port": what})
+                except SerializationError as exc:
+                    refused.append(str(exc))
+            return refused
+
+        port.onmessage = on_message
+
+    async with ThreadWorker(posts_its_port) as w:
+        with pytest.raises(SerializationError, match="a ThreadWorker cannot be copied"):
+            w.post_message([w])
+        assert await w.request(None) == [
+            "cannot copy dict: TypeError: a worker's port cannot be copied: it belongs to its worker's thread",
+            "cannot copy dict: TypeError: worker_port cannot be copied: it is the port of the worker that uses it",
+        ]
 
 
 async def test_uncopyable_message_with_shared_sendable_raises_too():

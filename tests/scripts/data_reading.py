@@ -10,10 +10,16 @@ class Reading:
     def mean(self):
         return sum(self.values) / len(self.values)
 
+    class Unit:  # a nested class: pickle names it Reading.Unit
+        def __init__(self, symbol):
+            self.symbol = symbol
+
 
 def on_message(e):
     if e.data == "make":
         return Reading("t1", [1.0, 2.0, 3.0])
+    if e.data == "unit":
+        return Reading.Unit("°C")
     if e.data == "pair":
         return (Reading, Reading("t2", [4.0]))
     if e.data == "post":
