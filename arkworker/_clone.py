@@ -166,7 +166,8 @@ class _TransferPickler(_ClassesByReference):
 
 
 class _Unpickler(pickle.Unpickler):
-    """Takes moved buffers as they are, and finds the classes of scripts whose workers have exited."""
+    """Takes moved buffers as they are, and finds the classes of workers' scripts in the modules that the
+    copy kept (their workers may have exited)."""
 
     def __init__(
         self, file: io.BytesIO, transferred: list[object], scripts: dict[str, types.ModuleType]
@@ -344,13 +345,13 @@ def unpack(obj: object) -> Any:
     if type(obj) is not Packed:
         return obj
     refs, transferred, scripts = obj.refs, obj.transferred, obj.scripts
-    gone = scripts and not scripts.keys() <= sys.modules.keys()  # a script's worker exited meanwhile
     try:
-        if not refs and not transferred and not gone:
+        if not refs and not transferred and not scripts:
             return pickle.loads(obj)
         _state.refs = list(refs)
         try:
-            if transferred or gone:
+            # A script's classes are found in the modules the copy kept: its worker may exit at any time.
+            if transferred or scripts:
                 return _Unpickler(io.BytesIO(obj), list(transferred), scripts).load()
             return pickle.loads(obj)
         finally:
